@@ -29,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser(extra: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def build_parser(
+    extra: Callable[[argparse._SubParsersAction], None] | None = None,
+) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     parser = _Parser(prog="stylegan", description="Serve and train style-based generators.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_commands(subparsers)
