@@ -1,0 +1,61 @@
+"""Modulated convolution: demodulation normalizes each output channel; both routes agree."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gan.nn.filters import setup_filter
+from gan.nn.modulated_conv import demodulation_coefficients, modulate, modulated_conv2d
+
+
+def test_demodulated_weights_have_unit_norm_per_output_channel():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 4, 3, 3)
+    styles = torch.randn(5, 4) * 3
+    w = modulate(weight, styles)
+    w = w * demodulation_coefficients(w).reshape(5, 6, 1, 1, 1)
+    norms = w.square().sum(dim=[2, 3, 4]).sqrt()
+    assert torch.allclose(norms, torch.ones(5, 6), atol=1e-5)
+
+
+def test_modulation_without_demodulation_is_input_scaling():
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 4, 8, 8), torch.randn(3, 4, 1, 1), torch.randn(2, 4)
+    y = modulated_conv2d(x, weight, styles, demodulate=False)
+    expected = F.conv2d(x * styles[:, :, None, None], weight)
+    assert torch.allclose(y, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_fused_and_unfused_routes_agree(up, demodulate):
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(3, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
+    f = setup_filter([1, 3, 3, 1])
+    args = dict(demodulate=demodulate, up=up, resample_filter=f, padding=1, flip_weight=up == 1)
+    fused = modulated_conv2d(x, weight, styles, fused=True, **args)
+    unfused = modulated_conv2d(x, weight, styles, fused=False, **args)
+    assert fused.shape == (3, 5, 8 * up, 8 * up)
+    assert torch.allclose(fused, unfused, atol=1e-4)
+
+
+def test_demodulated_output_ignores_style_scale():
+    # Demodulation divides out any per-sample scale of the style (eq. 3), so s and 10 s give one image.
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(2, 4)
+    a = modulated_conv2d(x, weight, styles, padding=1)
+    b = modulated_conv2d(x, weight, styles * 10, padding=1)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_each_sample_uses_its_own_style():
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(2, 4)
+    both = modulated_conv2d(x, weight, styles, padding=1)
+    one = modulated_conv2d(x[1:], weight, styles[1:], padding=1)
+    assert torch.allclose(both[1:], one, atol=1e-5)
+
+
+def test_shape_mismatch_fails():
+    with pytest.raises(ValueError):
+        modulated_conv2d(torch.randn(2, 4, 8, 8), torch.randn(5, 3, 3, 3), torch.randn(2, 4))
