@@ -1,0 +1,228 @@
+"""The `stylegan` command: gan/cli.py's library commands plus `serve`, `worker` and `migrate`.
+
+`serve` is the one-command service: migrations, the embedded broker when no broker URL is set, one real
+worker process (`python -m worker`, the same code a GPU node runs) and the HTTP API in this process.
+Heavy modules (uvicorn, SQLAlchemy, Celery) are imported inside the handlers so `stylegan --help` and
+the gan commands stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from gan.cli import build_parser, run
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from worker.settings import Settings
+
+QUEUES = ("inference", "training")
+# Celery's warm shutdown lets the running task finish; a probe or an inference batch ends well within
+# this, and a training job checkpoints on cancel. Past it the worker is killed and its job is re-run
+# from its lease (acks_late), so nothing is lost, only repeated.
+WORKER_GRACE_SECONDS = 30.0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {value}")
+    return value
+
+
+def _queues(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUEUES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown queue {', '.join(map(repr, unknown or [text]))}; choose from {', '.join(QUEUES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _data_dir(text: str) -> Path:
+    path = Path(text).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"--data-dir {text!r} exists and is not a directory")
+    return path
+
+
+def add_service_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the HTTP API with one worker process (embedded database and broker unless configured)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--data-dir", type=_data_dir, help="data directory (sets STYLEGAN_DATA_DIR)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API only; jobs wait in the broker for a `stylegan worker` elsewhere",
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = subparsers.add_parser("worker", help="run a Celery worker for the configured broker")
+    worker.add_argument(
+        "--queues", type=_queues, default=list(QUEUES), help="comma-separated: inference,training"
+    )
+    worker.add_argument("--concurrency", type=_positive, default=1, help="parallel jobs (default 1)")
+    worker.add_argument("--hostname", default=None, help="Celery node name (default: generated)")
+    worker.set_defaults(handler=_worker)
+
+    migrate = subparsers.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    migrate.set_defaults(handler=_migrate)
+
+
+def _load_settings() -> Settings:
+    from worker.settings import get_settings
+
+    return get_settings()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from worker.db.migrate import upgrade_head
+
+    settings = _load_settings()
+    upgrade_head(settings.database_url)
+    sys.stderr.write("stylegan migrate: database is at the latest revision\n")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from worker.runner import run_worker
+
+    settings = _load_settings()
+    run_worker(settings, queues=args.queues, concurrency=args.concurrency, hostname=args.hostname)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from worker.db.migrate import upgrade_head
+    from worker.embedded import EmbeddedBroker
+
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        # The worker child reads its settings from the same environment.
+        os.environ["STYLEGAN_DATA_DIR"] = str(args.data_dir)
+    settings = _load_settings()
+
+    stopper = _Stopper()
+    with _handling_signals(stopper), contextlib.ExitStack() as stack:
+        upgrade_head(settings.database_url)
+        if not settings.broker_url:
+            broker = EmbeddedBroker(settings.data_dir)
+            broker_url = broker.start()
+            stack.callback(broker.stop)
+            os.environ["STYLEGAN_BROKER_URL"] = str(broker_url)
+            settings = _load_settings()
+            sys.stderr.write(f"stylegan serve: embedded broker at {broker_url}\n")
+        if not args.no_worker:
+            worker = _spawn_worker(queues=QUEUES)
+            stack.callback(_stop_worker, worker, WORKER_GRACE_SECONDS)
+
+        from api.app import create_app
+
+        server = _make_server(create_app(settings), args.host, args.port)
+        stopper.server = server
+        if not stopper.requested:
+            server.run()
+            if not server.started:
+                return 1  # bind failure (port in use) and the like: uvicorn already said why
+    return 0
+
+
+def _spawn_worker(queues: Sequence[str]) -> subprocess.Popen[bytes]:
+    # Its own session: a terminal's Ctrl-C goes to `serve` only, which then stops the worker in order
+    # (warm shutdown, then kill after the grace period) instead of both racing to exit.
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "--queues", ",".join(queues)],
+        env=dict(os.environ),
+        start_new_session=True,
+    )
+
+
+def _stop_worker(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)  # Celery: warm shutdown
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        sys.stderr.write(f"stylegan serve: worker still busy after {grace_seconds:.0f}s, killing it\n")
+        process.kill()
+        process.wait()
+
+
+def _make_server(app: object, host: str, port: int) -> uvicorn.Server:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn re-raises a captured SIGINT/SIGTERM once it stops, which would end this process
+        before the worker and broker are shut down, and with a signal's exit code instead of 0; in
+        `serve`, `_Stopper` owns the signals instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer(uvicorn.Config(app, host=host, port=port))  # type: ignore[arg-type]
+
+
+class _Stopper:
+    """SIGINT/SIGTERM handler for the whole of `serve`: asks uvicorn to stop; a second Ctrl-C stops it
+    without waiting for open connections. Signals during the shutdown that follows are absorbed, so
+    the worker and broker always get their orderly stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: uvicorn.Server | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        server = self.server
+        if server is not None:
+            if self.requested and signum == signal.SIGINT:
+                server.force_exit = True
+            server.should_exit = True
+        self.requested = True
+
+
+@contextlib.contextmanager
+def _handling_signals(handler: _Stopper) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(add_service_commands), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""What routes need, as `Annotated` dependencies: settings, a database session, the Celery app and the
+caller's owner key. Everything hangs off `app.state`, set once by `create_app`; nothing is global."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.errors import Unauthorized
+from worker.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+def owner_key_for(api_key: str) -> str:
+    """The id stored with a caller's rows: a digest, so the database never holds a usable key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def get_owner(request: Request, settings: Annotated[Settings, Depends(get_app_settings)]) -> str | None:
+    """None when auth is off (no keys configured): everything is visible to everyone.
+
+    With keys set, a missing or wrong key is 401, and the caller sees only rows carrying its own owner
+    key, so another key's job is indistinguishable from one that does not exist (404, not 403).
+    """
+    keys = list(settings.api_keys)
+    if not keys:
+        return None
+    header = request.headers.get("authorization")
+    if header is None:
+        raise Unauthorized("missing Authorization header; send `Authorization: Bearer <api key>`")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Authorization header must be `Bearer <api key>`")
+    # Compare every key in constant time so the answer's timing says nothing about near misses.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.encode(), key.encode())
+    if not matched:
+        raise Unauthorized("the API key is not valid")
+    return owner_key_for(token)
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+OwnerDep = Annotated[str | None, Depends(get_owner)]

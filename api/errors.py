@@ -1,0 +1,197 @@
+"""Every 4xx/5xx answer is `application/problem+json` (RFC 9457).
+
+Domain errors are `ApiError` subclasses raised by services; one set of handlers, installed by
+`install_error_handlers`, turns them, framework errors (unknown route, wrong method, request validation)
+and unhandled exceptions into a problem document with `type`, `title`, `status` and a `detail` that
+names the field and value at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gan.errors import GanError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# RFC 9457 §3.1.1: `type` is a URI reference; relative ones resolve against the API's base URL.
+PROBLEM_TYPE_BASE = "/problems/"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_CONTENT_TYPE
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    body = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    body.update(extensions)
+    return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+class ApiError(Exception):
+    """An error the client caused (or may retry); its message is the problem's `detail`."""
+
+    status: int = 400
+    title: str = "Bad request"
+    slug: str = "bad-request"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+    def to_response(self) -> ProblemResponse:
+        return problem(self.status, self.title, self.detail, slug=self.slug, headers=self.headers)
+
+
+class NotFound(ApiError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Unauthorized(ApiError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        # RFC 9110 §11.6.1: a 401 must say which scheme would be accepted.
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="stylegan"'})
+
+
+class Conflict(ApiError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class InvalidRequest(ApiError):
+    """The request is well formed but names something impossible (unknown kind, bad parameter)."""
+
+    status, title, slug = 422, "Invalid request", "invalid-request"
+
+
+class IdempotencyKeyReused(ApiError):
+    status, title, slug = 422, "Idempotency key reused", "idempotency-key-reused"
+
+
+class PayloadTooLarge(ApiError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class ServiceUnavailable(ApiError):
+    status, title, slug = 503, "Service unavailable", "service-unavailable"
+
+
+_STATUS_TITLES = {
+    400: ("Bad request", "bad-request"),
+    401: ("Unauthorized", "unauthorized"),
+    403: ("Forbidden", "forbidden"),
+    404: ("Not found", "not-found"),
+    405: ("Method not allowed", "method-not-allowed"),
+    406: ("Not acceptable", "not-acceptable"),
+    413: ("Payload too large", "payload-too-large"),
+    415: ("Unsupported media type", "unsupported-media-type"),
+    422: ("Invalid request", "invalid-request"),
+    429: ("Too many requests", "too-many-requests"),
+    503: ("Service unavailable", "service-unavailable"),
+}
+
+
+def _location(loc: Sequence[str | int]) -> str:
+    """`("body", "params", "seconds")` -> `params.seconds`; the `body`/`query` prefix is in the message."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        where, rest = parts[0], parts[1:]
+        return f"{where} {'.'.join(rest)}" if rest else where
+    return ".".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One readable sentence per error, joined, plus the structured list (field, value, message)."""
+    sentences: list[str] = []
+    items: list[dict[str, Any]] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = error.get("type", "")
+        message = str(error.get("msg", "invalid"))
+        if kind == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", message)
+            position = loc[1] if len(loc) > 1 else "?"
+            sentence = f"request body is not valid JSON: {reason} at character {position}"
+            items.append({"field": "body", "message": sentence})
+        elif kind == "missing":
+            sentence = f"{_location(loc)}: field required"
+            items.append({"field": _location(loc), "message": "field required"})
+        else:
+            field = _location(loc)
+            value = error.get("input")
+            sentence = f"{field}: {message} (got {_short(value)})"
+            items.append({"field": field, "message": message, "value": value})
+        sentences.append(sentence)
+    return "; ".join(sentences), items
+
+
+async def _validation_handler(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail, items = describe_validation_errors(exc.errors())
+    # jsonable: pydantic may put bytes or arbitrary objects in `input`.
+    safe = json.loads(json.dumps(items, default=str))
+    return problem(422, "Invalid request", detail, slug="invalid-request", errors=safe)
+
+
+async def _api_error_handler(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ApiError)
+    return exc.to_response()
+
+
+async def _gan_error_handler(request: Request, exc: Exception) -> ProblemResponse:
+    return problem(422, "Invalid request", str(exc), slug="invalid-request")
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title, slug = _STATUS_TITLES.get(exc.status_code, ("Error", f"http-{exc.status_code}"))
+    if exc.status_code == 404 and exc.detail in (None, "Not Found"):
+        detail = f"no route matches {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow", "")
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+        if allowed:
+            detail += f"; allowed: {allowed}"
+    else:
+        detail = str(exc.detail)
+    return problem(exc.status_code, title, detail, slug=slug, headers=exc.headers)
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> ProblemResponse:
+    # The traceback goes to the log only: a 500 must not leak paths, SQL or settings to the client.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(
+        500, "Internal server error", "the server failed to handle this request", slug="internal-error"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ApiError, _api_error_handler)
+    app.add_exception_handler(GanError, _gan_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,74 @@
+"""Job wire format. ORM rows become these in `job_out` only, so column names never leak into the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStateName = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "probe", "params": {}},
+                {"kind": "probe", "params": {"seconds": 5}},
+            ]
+        },
+    )
+
+    kind: str = Field(
+        description="What to run; `probe` proves the queue path end to end.", examples=["probe"]
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters for this kind, checked before the job is queued."
+    )
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2c9f0e-7b1a-4c52-9d3e-2f7a1f0b8c11",
+                    "kind": "probe",
+                    "state": "running",
+                    "progress": 0.4,
+                    "progress_detail": {"step": 2, "of": 5},
+                    "params": {"seconds": 5},
+                    "result": None,
+                    "error": None,
+                    "attempts": 1,
+                    "cancel_requested": False,
+                    "created_at": "2026-01-01T12:00:00Z",
+                    "started_at": "2026-01-01T12:00:01Z",
+                    "finished_at": None,
+                }
+            ]
+        }
+    )
+
+    id: str
+    kind: str
+    state: JobStateName
+    progress: float = Field(ge=0.0, le=1.0)
+    progress_detail: Any = None
+    params: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int = Field(description="Jobs matching the filters, over all pages.")
+    limit: int
+    offset: int
