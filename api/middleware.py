@@ -1,4 +1,8 @@
-"""Request-size limit as a plain ASGI middleware.
+"""Request-size limits as a plain ASGI middleware.
+
+Uploads (multipart, octet-stream, zip, images) may be as large as the upload limit from settings; every
+other body (JSON) is capped at `MAX_JSON_BYTES` as well, since no JSON request we take is anywhere near
+it and parsing a huge document would hold a worker thread and its memory.
 
 The limit is enforced before the body is read: a declared `Content-Length` over the limit is refused at
 once, and a chunked body is counted as it streams and cut off at the first chunk that crosses it, so a
@@ -12,6 +16,9 @@ import contextlib
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PayloadTooLarge, problem
+
+MAX_JSON_BYTES = 1024 * 1024
+_UPLOAD_TYPES = (b"multipart/", b"application/octet-stream", b"application/zip", b"image/")
 
 
 class _BodyTooLarge(Exception):
@@ -29,8 +36,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = scope.get("headers", ())
+        content_type = next((v.lower() for k, v in headers if k == b"content-type"), b"")
         limit = self.max_body_bytes
-        for name, value in scope.get("headers", ()):
+        if not content_type.startswith(_UPLOAD_TYPES):
+            limit = min(limit, MAX_JSON_BYTES)
+        for name, value in headers:
             if name != b"content-length":
                 continue
             if not value.isdigit():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from worker.db.models import Job
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
@@ -72,3 +75,22 @@ class JobList(BaseModel):
     total: int = Field(description="Jobs matching the filters, over all pages.")
     limit: int
     offset: int
+
+
+def job_out(row: Job) -> JobOut:
+    """The one place a job row becomes its wire form."""
+    return JobOut(
+        id=row.id,
+        kind=row.kind,
+        state=row.state,  # type: ignore[arg-type]  # the CHECK constraint keeps it one of JobStateName
+        progress=row.progress,
+        progress_detail=row.progress_detail or None,
+        params=row.params or {},
+        result=row.result,
+        error=row.error,
+        attempts=row.attempts,
+        cancel_requested=row.cancel_requested,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )

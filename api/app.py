@@ -1,0 +1,60 @@
+"""The FastAPI application factory.
+
+`create_app(settings)` builds everything a request needs (database engine, session factory, Celery
+app) once, onto `app.state`; nothing is read from the environment at import, so tests build as many
+apps as they like, each with its own settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit
+from api.routes import health
+from api.routes.v1 import router as v1_router
+from worker.settings import Settings, get_settings
+
+DESCRIPTION = """
+Serve and train style-based generators (StyleGAN2-ADA, StyleGAN3).
+
+Work runs as **jobs**: `POST /v1/jobs` queues one and answers at once; poll `GET /v1/jobs/{id}` until
+its `state` is `succeeded`, `failed` or `canceled`. Every error is `application/problem+json`
+(RFC 9457) whose `detail` names the field at fault. When the service has API keys configured, send
+`Authorization: Bearer <key>`; each key sees only its own jobs.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from worker.celery_app import make_celery
+
+    from worker.db.session import make_engine, make_session_factory
+
+    settings = settings if settings is not None else get_settings()
+    engine = make_engine(settings.effective_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="StyleGAN service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.celery = make_celery(settings)
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_upload_bytes)
+    app.include_router(health.router)
+    app.include_router(v1_router, prefix="/v1")
+    return app

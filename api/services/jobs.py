@@ -1,0 +1,110 @@
+"""Job use cases behind `/v1/jobs`.
+
+The order in `submit_job` is the point: check the request, write the row as `queued`, commit, and only
+then hand the id to the broker (Celery's "Database transactions" advice). A worker that picks the id up
+at once always finds the row; a broker that is down leaves a job marked failed with the reason, never a
+row that claims to be queued while nothing will ever run it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, ServiceUnavailable
+from api.schemas.jobs import JobCreate, JobStateName
+from worker import jobs as job_states
+from worker.db.models import Job
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying when the queue is full; a probe or a sampling batch
+# clears in about this long.
+QUEUE_FULL_RETRY_AFTER_S = 5
+
+
+def submit_job(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    request: JobCreate,
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Queue a job; returns it and whether it was created (False: an Idempotency-Key replay)."""
+    from worker.celery_app import enqueue
+
+    from worker.tasks import JOB_KINDS
+
+    if request.kind not in JOB_KINDS:
+        known = ", ".join(sorted(JOB_KINDS))
+        raise InvalidRequest(f"kind: unknown job kind {request.kind!r}; known kinds: {known}")
+    if job_states.queue_depth(session) >= settings.max_queue_depth:
+        raise ServiceUnavailable(
+            f"the job queue is full ({settings.max_queue_depth} jobs waiting, STYLEGAN_MAX_QUEUE_DEPTH); "
+            "retry later",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+        )
+    try:
+        job, created = job_states.submit_job(
+            session,
+            kind=request.kind,
+            params=request.params,
+            owner_key=owner_key,
+            idempotency_key=idempotency_key,
+            max_attempts=settings.job_max_attempts,
+        )
+    except job_states.IdempotencyConflict as exc:
+        raise IdempotencyKeyReused(
+            f"header Idempotency-Key: {idempotency_key!r} was already used with a different request "
+            f"(job {exc.existing_job_id}); use a new key for a new request"
+        ) from None
+    except ValueError as exc:  # worker.tasks.InvalidJobParams: the message names the parameter
+        raise InvalidRequest(f"params: {exc}") from None
+    if not created:
+        return job, False
+
+    try:
+        enqueue(celery, job)
+    except Exception as exc:
+        logger.exception("could not enqueue job %s", job.id)
+        job_states.fail_queued(session, job.id, f"could not reach the broker to queue this job: {exc}")
+        raise ServiceUnavailable(
+            f"the broker is unreachable, so job {job.id} was not queued and is marked failed; retry later",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+        ) from None
+    return job, True
+
+
+def get_job(session: Session, job_id: str, *, owner_key: str | None) -> Job:
+    try:
+        return job_states.get_job(session, job_id, owner_key=owner_key)
+    except job_states.JobNotFound:
+        raise NotFound(f"no job with id {job_id!r}") from None
+
+
+def list_jobs(
+    session: Session,
+    *,
+    owner_key: str | None,
+    state: JobStateName | None,
+    kind: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Job], int]:
+    return job_states.list_jobs(
+        session, owner_key=owner_key, state=state, kind=kind, limit=limit, offset=offset
+    )
+
+
+def cancel_job(session: Session, job_id: str, *, owner_key: str | None) -> Job:
+    try:
+        return job_states.request_cancel(session, job_id, owner_key=owner_key)
+    except job_states.JobNotFound:
+        raise NotFound(f"no job with id {job_id!r}") from None
+    except job_states.IllegalTransition as exc:
+        raise Conflict(f"job {job_id} is already {exc.current} and can no longer be canceled") from None
