@@ -1,0 +1,85 @@
+"""The job kinds the service runs: one table of kind -> (queue, params schema, handler).
+
+The API checks a request with `validate_params` before it writes the job row, and the worker looks the
+handler up here. Later issues add the GAN kinds to JOB_KINDS; a handler that needs torch imports it
+inside the function, so this table stays cheap to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from worker.jobs import QueueName
+from worker.tasks.context import JobContext
+from worker.tasks.probe import ProbeParams, run_probe
+
+Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job. If its params schema has a `queue` field, the request picks the queue."""
+
+    queue: QueueName
+    params_model: type[BaseModel]
+    handler: Handler
+
+    def queue_for(self, params: Mapping[str, Any]) -> QueueName:
+        if "queue" in self.params_model.model_fields and "queue" in params:
+            return params["queue"]  # type: ignore[no-any-return]
+        return self.queue
+
+
+JOB_KINDS: Mapping[str, JobKind] = {
+    "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe),
+}
+
+
+class InvalidJobParams(ValueError):
+    """A job request the kind refuses; `field` names the offending field (dotted), for a 422."""
+
+    def __init__(self, field: str, message: str, value: object = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.value = value
+
+
+class UnknownJobKind(InvalidJobParams):
+    def __init__(self, kind: str) -> None:
+        known = ", ".join(sorted(JOB_KINDS))
+        super().__init__("kind", f"unknown job kind {kind!r}; known kinds: {known}", kind)
+
+
+def job_kind(kind: str) -> JobKind:
+    """The table entry for `kind`; UnknownJobKind if there is none."""
+    try:
+        return JOB_KINDS[kind]
+    except KeyError:
+        raise UnknownJobKind(kind) from None
+
+
+def validate_params(kind: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check `params` against the kind's schema and return them with defaults filled in (JSON-ready).
+
+    Raises InvalidJobParams naming the first bad field (`params.seconds`), or UnknownJobKind.
+    """
+    entry = job_kind(kind)
+    if params is not None and not isinstance(params, Mapping):
+        raise InvalidJobParams("params", "must be an object", params)
+    try:
+        parsed = entry.params_model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in ("params", *first["loc"]))
+        raise InvalidJobParams(where, first["msg"], first.get("input")) from None
+    return parsed.model_dump(mode="json")
+
+
+def queue_for(kind: str, params: Mapping[str, Any]) -> QueueName:
+    """The queue a job of this kind with these (validated) params runs on."""
+    return job_kind(kind).queue_for(params)

@@ -1,0 +1,58 @@
+"""Engines and sessions for SQLite (the embedded default) and PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+# Several processes (the API and each worker) write one SQLite file; a writer that finds the file locked
+# waits this long before failing, which covers any single short transaction we run.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+# PostgreSQL: fail a connection attempt quickly so that /readyz answers instead of hanging.
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run while one process writes; synchronous=FULL fsyncs the WAL at every commit,
+    # so a job marked succeeded stays succeeded after a power cut. Foreign keys are off by default.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url`, configured for durable multi-process use.
+
+    SQLite gets WAL, synchronous=FULL, foreign keys and a busy timeout on every connection, and its
+    parent directory is created. PostgreSQL must use the psycopg 3 driver (`postgresql+psycopg://`).
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise ValueError(
+                f"PostgreSQL URLs must use psycopg 3 (postgresql+psycopg://), got {parsed.drivername}"
+            )
+        connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+        return sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    raise ValueError(f"unsupported database backend {parsed.get_backend_name()!r}; use sqlite or postgresql")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded rows usable after commit (jobs are returned to callers after it)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,150 @@
+"""The one settings object for the service (API processes and workers alike).
+
+Every field reads from an environment variable `STYLEGAN_<FIELD>` (or a `.env` file in the working
+directory). With nothing set, the service runs on the embedded default: a SQLite file and an embedded
+Redis broker, both under `data_dir`. Fields are grouped by section in the order below; the env names stay
+flat (`STYLEGAN_DATABASE_URL`, not `STYLEGAN_DATABASE__URL`) because they are what operators type.
+
+Nothing is read at import: `get_settings()` builds the object once, and it is passed down from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SQLITE_FILENAME = "stylegan.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Service configuration; see the README's settings table for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STYLEGAN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+    )
+
+    # --- storage: everything the embedded default writes lives under this one directory
+    data_dir: Path = Path("./data")
+
+    # --- database
+    # None means a SQLite file under data_dir; PostgreSQL as postgresql+psycopg://user:pw@host/db.
+    database_url: str | None = None
+
+    # --- broker
+    # None means the embedded Redis started by `stylegan serve` under data_dir/broker.
+    broker_url: str | None = None
+    # Seconds a publish or a health check waits for the broker before giving up, so a dead broker
+    # turns into a quick 503 instead of a hung request.
+    broker_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # --- auth: comma-separated bearer keys; empty turns auth off (the embedded default)
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # --- limits
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_batch: int = Field(default=64, gt=0)
+    max_resolution: int = Field(default=1024, gt=0)
+    max_queue_depth: int = Field(default=1000, gt=0)
+
+    # --- jobs
+    # A worker holds a job for job_lease_seconds and renews the lease every heartbeat_seconds; a lease
+    # that runs out means the worker is gone, and the reconciler re-queues the job (up to
+    # job_max_attempts runs in all).
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    # How often each worker looks for expired leases; None means every heartbeat.
+    reconcile_seconds: float | None = Field(default=None, gt=0)
+
+    # --- webhooks: HMAC key for signing outgoing job notifications (None = unsigned)
+    webhook_secret: str | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            keys = tuple(part.strip() for part in value.split(","))
+            return tuple(key for key in keys if key) if value.strip() else ()
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            # 16 characters is about 95 bits of a random base64 key: short keys are guessable.
+            if len(key) < 16:
+                raise ValueError("each API key must be at least 16 characters long")
+            if any(ch.isspace() for ch in key):
+                raise ValueError("API keys must not contain whitespace")
+        if len(set(keys)) != len(keys):
+            raise ValueError("API keys must be distinct")
+        return keys
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.strip():
+            raise ValueError("database_url is empty; leave it unset for the embedded SQLite file")
+        if url.startswith(("postgres://", "postgresql://")):
+            raise ValueError("use the psycopg 3 driver: postgresql+psycopg://user:password@host/dbname")
+        if not url.startswith(("sqlite://", "postgresql+psycopg://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql+psycopg://")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("redis://", "rediss://", "redis+socket://", "amqp://", "amqps://")):
+            raise ValueError("broker_url must be a redis://, rediss://, redis+socket:// or amqp:// URL")
+        return url
+
+    @field_validator("job_lease_seconds", "heartbeat_seconds", "broker_timeout_seconds", "reconcile_seconds")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        # Two heartbeats per lease: one late or lost renewal must not let a live job be taken away.
+        if self.job_lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"job_lease_seconds ({self.job_lease_seconds}) must be at least twice "
+                f"heartbeat_seconds ({self.heartbeat_seconds})"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database to use: the configured URL, or the SQLite file under data_dir."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir.resolve() / SQLITE_FILENAME).as_posix()}"
+
+    @property
+    def effective_reconcile_seconds(self) -> float:
+        return self.reconcile_seconds if self.reconcile_seconds is not None else self.heartbeat_seconds
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
