@@ -72,6 +72,10 @@ def band_schedule(config: StyleGAN3SynthesisConfig, img_resolution: int, img_cha
     sizes[-2:] = img_resolution  # the last layer and toRGB produce the image itself, no margin
     channels = np.rint(np.minimum((config.channel_base / 2) / cutoffs, config.channel_max))
     channels[-1] = img_channels
+    if channels.min() < 1:
+        raise ConfigError(
+            f"channel_base={config.channel_base} leaves a layer without channels at {img_resolution} px"
+        )
     return BandSchedule(
         cutoffs=tuple(float(v) for v in cutoffs),
         stopbands=tuple(float(v) for v in stopbands),
