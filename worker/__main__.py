@@ -1,0 +1,29 @@
+"""`python -m worker --queues inference,training`: a worker without the `stylegan` command (tests,
+`stylegan serve`'s embedded worker, and GPU nodes that do not install the API)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from worker.runner import WorkerSetupError, run_worker
+from worker.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Run a StyleGAN service worker.")
+    parser.add_argument("--queues", default="inference,training", help="comma-separated: inference,training")
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (one per GPU)")
+    parser.add_argument("--hostname", default=None, help="Celery node name (unique per broker)")
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    try:
+        run_worker(get_settings(), queues, concurrency=args.concurrency, hostname=args.hostname)
+    except WorkerSetupError as exc:
+        sys.stderr.write(f"worker: error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The Celery application: two queues, one task that carries a job id, and the lease reconciler.
+
+Settings follow the Celery guide for long jobs (docs/userguide/optimizing.rst): acks_late so a message
+is acknowledged only after its job finished, task_reject_on_worker_lost so a killed child puts the
+message back, and prefetch 1 so a worker busy training does not hold sampling jobs it cannot start.
+Messages are JSON and hold the job id only; the database row is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from worker import jobs
+from worker.db.models import Job
+from worker.db.session import make_engine, make_session_factory
+from worker.embedded import embedded_broker_url
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "stylegan.run_job"
+# How long Redis keeps a delivered, unacknowledged message before handing it to another worker. Jobs
+# lost with their worker are re-queued by the lease reconciler long before this, and a redelivered
+# duplicate is dropped at the claim, so this is a backstop; an hour keeps redelivery noise rare.
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def broker_url(settings: Settings) -> str:
+    """The configured broker, or the embedded one for this data directory."""
+    return settings.broker_url if settings.broker_url is not None else embedded_broker_url(settings.data_dir)
+
+
+_process_sessions: dict[tuple[int, str], sessionmaker[Session]] = {}
+_process_lock = threading.Lock()
+
+
+def process_sessions(settings: Settings) -> sessionmaker[Session]:
+    """A session factory for this process, made after fork: a pooled connection must never be shared
+    between a prefork parent and its children."""
+    url = settings.effective_database_url
+    key = (os.getpid(), url)
+    with _process_lock:
+        if key not in _process_sessions:
+            _process_sessions[key] = make_session_factory(make_engine(url))
+        return _process_sessions[key]
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for these settings, with the `stylegan.run_job` task registered."""
+    url = broker_url(settings)
+    app = Celery("stylegan", broker=url, set_as_current=False)
+    transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    if url.startswith(("redis", "rediss")):
+        transport_options |= {
+            "socket_timeout": settings.broker_timeout_seconds,
+            "socket_connect_timeout": settings.broker_timeout_seconds,
+        }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=(Queue("inference"), Queue("training")),
+        task_default_queue="inference",
+        task_create_missing_queues=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.broker_timeout_seconds,
+        broker_transport_options=transport_options,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def run_job(self: Any, job_id: str) -> str:
+        from worker.tasks.run import execute_job
+
+        worker_name = self.request.hostname or "worker"
+        return execute_job(settings, process_sessions(settings), job_id, worker_name)
+
+    return app
+
+
+def enqueue(celery_app: Celery, job: Job) -> bool:
+    """Send the job's id to its queue; call only after the job row is committed.
+
+    Returns False (and sends nothing) when the job is no longer queued, e.g. an idempotent replay of a
+    job that already runs. Raises kombu's OperationalError when the broker cannot be reached after a
+    few quick retries, so that the caller can answer 503 (and fail the job with `jobs.fail_queued`).
+    """
+    if job.state != jobs.JobState.QUEUED:
+        return False
+    celery_app.send_task(
+        TASK_NAME,
+        args=[job.id],
+        queue=job.queue,
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    )
+    return True
+
+
+class Reconciler(threading.Thread):
+    """Every `reconcile_seconds`, re-queues jobs whose lease ran out (their worker is gone).
+
+    Each worker process runs one; the conditional UPDATEs make several reconcilers safe. It uses
+    unpooled connections so that no connection is open across a prefork fork.
+    """
+
+    def __init__(self, celery_app: Celery, settings: Settings) -> None:
+        super().__init__(name="lease-reconciler", daemon=True)
+        self.celery_app = celery_app
+        self.settings = settings
+        self.stopped = threading.Event()
+        engine = make_engine(settings.effective_database_url, poolclass=NullPool)
+        self.sessions = make_session_factory(engine)
+
+    def reconcile_once(self) -> list[str]:
+        with self.sessions() as session:
+            requeued = jobs.reconcile_expired_leases(session)
+            for job_id in requeued:
+                job = jobs.get_job(session, job_id)
+                log.warning(
+                    "job %s: worker lost (lease expired); re-queued, attempt %d next",
+                    job_id,
+                    job.attempts + 1,
+                )
+                enqueue(self.celery_app, job)
+        return requeued
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.effective_reconcile_seconds):
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("lease reconciler round failed; retrying next round")
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,76 @@
+"""Readiness checks for /readyz: each returns (ok, detail) within a few seconds, never raises."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+import sqlalchemy as sa
+from kombu import Connection
+
+from worker.db.migrate import head_revision
+from worker.db.session import make_engine
+from worker.settings import Settings
+from worker.storage import make_storage
+
+
+def check_database(settings: Settings, engine: sa.Engine | None = None) -> tuple[bool, str]:
+    """The database answers and is migrated to the code's revision."""
+    owned = engine is None
+    engine = engine or make_engine(settings.effective_database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            at = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+        head = head_revision()
+        if at != head:
+            return False, f"database at revision {at}, expected {head}; run `stylegan migrate`"
+        return True, f"{engine.dialect.name} at revision {at}"
+    except Exception as exc:
+        return False, f"database unreachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def check_broker(settings: Settings) -> tuple[bool, str]:
+    """The broker accepts a connection (and, for Redis, answers PING)."""
+    from worker.celery_app import broker_url
+
+    timeout = settings.broker_timeout_seconds
+    try:
+        url = broker_url(settings)
+        if url.startswith(("redis://", "rediss://", "redis+socket://")):
+            client = redis.Redis.from_url(
+                url.replace("redis+socket://", "unix://"),
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            with Connection(url, connect_timeout=timeout) as conn:
+                conn.ensure_connection(max_retries=1, timeout=timeout)
+        return True, "broker answered"
+    except Exception as exc:
+        return (
+            False,
+            f"broker unreachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+        )
+
+
+def check_storage(settings: Settings) -> tuple[bool, str]:
+    """The storage accepts, returns and deletes a small file."""
+    key = f"_health/{uuid.uuid4().hex}"
+    try:
+        storage = make_storage(settings)
+        storage.put_bytes(key, b"ok")
+        with storage.open(key) as f:
+            if f.read() != b"ok":
+                return False, "storage returned different bytes than were written"
+        storage.delete(key)
+        return True, "storage writable"
+    except Exception as exc:
+        return False, f"storage unusable: {type(exc).__name__}: {exc}"
