@@ -8,9 +8,21 @@ from those records by a key-for-key copy with asserted shapes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import IO, Any
 
-from gan.errors import FormatError
+import numpy as np
+import torch
+from torch import nn
+
+from gan.config import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    MappingConfig,
+    StyleGAN2SynthesisConfig,
+    StyleGAN3SynthesisConfig,
+)
+from gan.errors import ConfigError, FormatError
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
 from gan.io.safe_pickle import PersistentRecord, TFNetworkRecord, read_bytes_bounded, safe_loads
 
@@ -30,4 +42,229 @@ def read_official_pickle(path_or_file: PathOrFile, limits: ReadLimits = DEFAULT_
     return obj
 
 
-__all__ = ["PersistentRecord", "read_official_pickle"]
+# -- official init_kwargs -> our configs ---------------------------------------------------------------
+
+# Official keyword arguments that change speed or memory layout only, never a number we compute.
+_LAYOUT_ONLY = frozenset({"fp16_channels_last", "channels_last", "fused_modconv_default"})
+# Training-only switches of the official D that do not change its weights or outputs.
+_TRAINING_ONLY = frozenset({"freeze_layers"})
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and lists from the pickle as JSON-able Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _take(kwargs: dict[str, Any], allowed: set[str] | frozenset[str], where: str) -> dict[str, Any]:
+    """The allowed keys of an official kwargs dict; an unknown one is an error, not something to drop."""
+    if not isinstance(kwargs, dict):
+        raise FormatError(f"{where} is not a dict")
+    unknown = set(kwargs) - set(allowed) - _LAYOUT_ONLY - _TRAINING_ONLY
+    if unknown:
+        raise ConfigError(f"{where}: unsupported official argument(s) {', '.join(sorted(unknown))}")
+    return {k: _plain(v) for k, v in kwargs.items() if k in allowed}
+
+
+_MAPPING_KEYS = frozenset(
+    {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta"}
+)
+_SG2_SYNTHESIS_KEYS = frozenset(
+    {
+        "channel_base",
+        "channel_max",
+        "num_fp16_res",
+        "conv_clamp",
+        "architecture",
+        "resample_filter",
+        "use_noise",
+        "activation",
+    }
+)
+_SG3_SYNTHESIS_KEYS = frozenset(
+    {
+        "channel_base",
+        "channel_max",
+        "num_layers",
+        "num_critical",
+        "first_cutoff",
+        "first_stopband",
+        "last_stopband_rel",
+        "margin_size",
+        "output_scale",
+        "num_fp16_res",
+        "conv_clamp",
+        "conv_kernel",
+        "use_radial_filters",
+        "magnitude_ema_beta",
+        "filter_size",
+        "lrelu_upsampling",
+    }
+)
+_GENERATOR_KEYS = frozenset({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"})
+
+
+def is_stylegan3(record: PersistentRecord) -> bool:
+    """StyleGAN3 files reuse the StyleGAN2 class names; the Fourier-feature input tells them apart."""
+    return any(
+        name == "synthesis.input" and r.class_name == "SynthesisInput" for name, r in record.named_records()
+    )
+
+
+def generator_config_from_official(record: PersistentRecord) -> GeneratorConfig:
+    """Our `GeneratorConfig` from an official `Generator` record's init_kwargs (defaults as the official
+    constructors have them, which differ between the two families for the mapping network)."""
+    if record.class_name != "Generator":
+        raise FormatError(f"expected a Generator record, got {record.class_name}")
+    kw = dict(record.init_kwargs)
+    if record.init_args:
+        raise FormatError("Generator record has positional init arguments; the official code uses none")
+    top = {k: _plain(kw.pop(k)) for k in list(kw) if k in _GENERATOR_KEYS}
+    mapping_kw = _take(kw.pop("mapping_kwargs", {}) or {}, _MAPPING_KEYS, "mapping_kwargs")
+    if is_stylegan3(record):
+        # stylegan3 passes synthesis kwargs flat; its MappingNetwork defaults to 2 layers, w_avg_beta 0.998
+        synth = _take(kw, _SG3_SYNTHESIS_KEYS, "Generator init_kwargs")
+        mapping_kw.setdefault("num_layers", 2)
+        mapping_kw.setdefault("w_avg_beta", 0.998)
+        architecture = "stylegan3-r" if synth.get("use_radial_filters", False) else "stylegan3-t"
+        synthesis: StyleGAN2SynthesisConfig | StyleGAN3SynthesisConfig = StyleGAN3SynthesisConfig(**synth)
+    else:
+        synth = _take(kw.pop("synthesis_kwargs", {}) or {}, _SG2_SYNTHESIS_KEYS, "synthesis_kwargs")
+        _take(kw, frozenset(), "Generator init_kwargs")
+        if "resample_filter" in synth:
+            synth["resample_filter"] = tuple(synth["resample_filter"])
+        architecture = "stylegan2"
+        synthesis = StyleGAN2SynthesisConfig(**synth)
+    try:
+        config = GeneratorConfig(
+            architecture=architecture, mapping=MappingConfig(**mapping_kw), synthesis=synthesis, **top
+        )
+    except TypeError as exc:
+        raise ConfigError(f"official Generator arguments do not form a config: {exc}") from exc
+    num_ws = record.attributes.get("num_ws")
+    if num_ws is not None and int(num_ws) != config.num_ws:
+        raise FormatError(f"the file's generator has {num_ws} ws, its arguments imply {config.num_ws}")
+    return config
+
+
+def discriminator_config_from_official(record: PersistentRecord) -> DiscriminatorConfig:
+    if record.class_name != "Discriminator":
+        raise FormatError(f"expected a Discriminator record, got {record.class_name}")
+    kw = dict(record.init_kwargs)
+    block = _take(kw.pop("block_kwargs", {}) or {}, {"activation", "resample_filter"}, "block_kwargs")
+    mapping_kw = _take(kw.pop("mapping_kwargs", {}) or {}, _MAPPING_KEYS, "D mapping_kwargs")
+    epilogue = _take(
+        kw.pop("epilogue_kwargs", {}) or {},
+        {"mbstd_group_size", "mbstd_num_channels", "activation"},
+        "epilogue_kwargs",
+    )
+    top = _take(
+        kw,
+        {
+            "c_dim",
+            "img_resolution",
+            "img_channels",
+            "architecture",
+            "channel_base",
+            "channel_max",
+            "num_fp16_res",
+            "conv_clamp",
+            "cmap_dim",
+        },
+        "Discriminator init_kwargs",
+    )
+    if tuple(block.pop("resample_filter", (1, 3, 3, 1))) != (1, 3, 3, 1):
+        raise ConfigError("discriminators with a resample_filter other than [1, 3, 3, 1] are not supported")
+    activation = block.pop("activation", "lrelu")
+    if epilogue.pop("activation", activation) != activation:
+        raise ConfigError("discriminators with different block and epilogue activations are not supported")
+    mapping_kw["w_avg_beta"] = None  # the official D builds its label mapping with w_avg_beta=None
+    try:
+        return DiscriminatorConfig(
+            activation=activation, mapping=MappingConfig(**mapping_kw), **epilogue, **top
+        )
+    except TypeError as exc:
+        raise ConfigError(f"official Discriminator arguments do not form a config: {exc}") from exc
+
+
+# -- copying weights ----------------------------------------------------------------------------------------
+
+
+def copy_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Key-for-key copy with asserted shapes; every difference is reported at once."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        raise FormatError(f"{where}: the file's tensors do not match our network ({'; '.join(parts)})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(ours[key].shape):
+            raise FormatError(
+                f"{where}: {key} has shape {list(tensor.shape)} in the file, {list(ours[key].shape)} in our network"
+            )
+        if tensor.dtype.is_floating_point != ours[key].dtype.is_floating_point:
+            raise FormatError(
+                f"{where}: {key} is {tensor.dtype} in the file, {ours[key].dtype} in our network"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def build_networks(
+    configs: dict[str, GeneratorConfig | DiscriminatorConfig], states: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, nn.Module]:
+    from gan.generator import build_generator
+    from gan.stylegan2.discriminator import Discriminator
+
+    out: dict[str, nn.Module] = {}
+    for name, config in configs.items():
+        module: nn.Module = (
+            build_generator(config) if isinstance(config, GeneratorConfig) else Discriminator(config)
+        )
+        copy_state(module, states[name], name)
+        out[name] = module.eval()
+    return out
+
+
+NETWORK_NAMES = ("G_ema", "G", "D")
+
+
+def load_official_networks(
+    path_or_file: PathOrFile, which: Sequence[str] = ("G_ema",), limits: ReadLimits = DEFAULT_LIMITS
+) -> dict[str, nn.Module]:
+    """Our modules built from an official pickle: 'G_ema' (the one to sample from), and 'G' and 'D' for
+    resuming training. Weights are copied key for key; nothing from the file runs."""
+    unknown = [w for w in which if w not in NETWORK_NAMES]
+    if unknown or not which:
+        raise ConfigError(f"which must name some of {', '.join(NETWORK_NAMES)}, got {list(which)}")
+    data = read_official_pickle(path_or_file, limits)
+    configs: dict[str, GeneratorConfig | DiscriminatorConfig] = {}
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for name in which:
+        record = data.get(name)
+        if not isinstance(record, PersistentRecord):
+            raise FormatError(f"the pickle holds no network '{name}'")
+        configs[name] = (
+            discriminator_config_from_official(record)
+            if name == "D"
+            else generator_config_from_official(record)
+        )
+        states[name] = record.state_dict()
+    return build_networks(configs, states)
+
+
+__all__ = [
+    "PersistentRecord",
+    "discriminator_config_from_official",
+    "generator_config_from_official",
+    "is_stylegan3",
+    "load_official_networks",
+    "read_official_pickle",
+]
