@@ -10,8 +10,8 @@ same taps it was trained with.
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
-import scipy.special
+import scipy.signal  # type: ignore[import-untyped]
+import scipy.special  # type: ignore[import-untyped]
 import torch
 
 from gan.errors import ConfigError

@@ -51,6 +51,10 @@ def _random_disc_frequencies(channels: int, bandwidth: float) -> torch.Tensor:
 class FourierInput(nn.Module):
     """w [N, w_dim] -> Fourier features [N, channels, size, size] (the official `SynthesisInput`)."""
 
+    transform: torch.Tensor  # [3, 3]
+    freqs: torch.Tensor  # [C, 2]
+    phases: torch.Tensor  # [C]
+
     def __init__(self, w_dim: int, channels: int, size: int, sampling_rate: float, bandwidth: float) -> None:
         super().__init__()
         if not 0 < bandwidth < sampling_rate / 2:
@@ -108,9 +112,8 @@ class FourierInput(nn.Module):
 
         # Transforming the grid x -> A x + b turns sin(2 pi (f.x + p)) into frequencies f A, phases p + f.b.
         freqs = self.freqs.unsqueeze(0) @ transforms[:, :2, :2]  # [N, C, 2]
-        phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ transforms[:, :2, 2:]).squeeze(
-            2
-        )  # [N, C]
+        shifts = self.freqs.unsqueeze(0) @ transforms[:, :2, 2:]  # [N, C, 1]
+        phases = self.phases.unsqueeze(0) + shifts.squeeze(2)  # [N, C]
 
         # A user rotation or scale can push frequencies past the band the first layer was designed for;
         # fade them linearly to zero between the bandwidth and the Nyquist rate instead of aliasing.
@@ -119,12 +122,13 @@ class FourierInput(nn.Module):
         ).clamp(0, 1)  # [N, C]
 
         grid = self._sampling_grid(w.device)  # [H, W, 2]
-        x = grid.unsqueeze(0) @ freqs.permute(0, 2, 1).unsqueeze(1)  # [N, H, W, C]
+        x: torch.Tensor = grid.unsqueeze(0) @ freqs.permute(0, 2, 1).unsqueeze(1)  # [N, H, W, C]
         x = x + phases.unsqueeze(1).unsqueeze(2)
         x = torch.sin(x * (2 * np.pi)) * amplitudes.unsqueeze(1).unsqueeze(2)
 
         # The learned channel mixing, with the equalized-rate gain 1/sqrt(C).
-        x = x @ (self.weight / np.sqrt(self.channels)).t()  # [N, H, W, C]
+        mixing: torch.Tensor = self.weight / math.sqrt(self.channels)  # [C, C]
+        x = x @ mixing.t()  # [N, H, W, C]
         return x.permute(0, 3, 1, 2)  # [N, C, H, W]
 
     def _sampling_grid(self, device: torch.device) -> torch.Tensor:
@@ -133,7 +137,9 @@ class FourierInput(nn.Module):
         theta = torch.zeros(1, 2, 3, device=device)
         theta[0, 0, 0] = 0.5 * self.size / self.sampling_rate
         theta[0, 1, 1] = 0.5 * self.size / self.sampling_rate
-        grid = nn.functional.affine_grid(theta, [1, 1, self.size, self.size], align_corners=False)
+        grid: torch.Tensor = nn.functional.affine_grid(
+            theta, [1, 1, self.size, self.size], align_corners=False
+        )
         return grid[0]
 
     def extra_repr(self) -> str:

@@ -123,6 +123,10 @@ def modulated_conv2d(
 class SynthesisLayer(nn.Module):
     """One alias-free layer: modulated conv at the input rate, filtered lrelu to the output rate."""
 
+    magnitude_ema: torch.Tensor  # [], the EMA of the input's mean square
+    up_filter: torch.Tensor | None  # [taps]; None (absent from the state dict) when up_factor is 1
+    down_filter: torch.Tensor | None  # [taps] or, radial, [taps, taps]
+
     def __init__(
         self,
         w_dim: int,
@@ -327,6 +331,10 @@ class SynthesisNetwork(nn.Module):
             self.add_module(name, layer)
             self.layer_names.append(name)
 
+    def layers(self) -> list[SynthesisLayer]:
+        """The layers in order (they are attributes, not a ModuleList, to keep the official paths)."""
+        return [getattr(self, name) for name in self.layer_names]
+
     # Where each w acts, for naming style ranges: w index 0 drives the input, index i + 1 layer i.
     @property
     def ws_sizes(self) -> tuple[int, ...]:
@@ -359,9 +367,9 @@ class SynthesisNetwork(nn.Module):
             f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
         )
         ws_list = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws_list[0], transform=transform)  # [N, C0, size0, size0]
-        for name, w in zip(self.layer_names, ws_list[1:], strict=True):
-            x = getattr(self, name)(x, w, force_fp32=force_fp32, update_emas=update_emas)
+        x: torch.Tensor = self.input(ws_list[0], transform=transform)  # [N, C0, size0, size0]
+        for layer, w in zip(self.layers(), ws_list[1:], strict=True):
+            x = layer(x, w, force_fp32=force_fp32, update_emas=update_emas)
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)  # [N, img_channels, img_resolution, img_resolution]
