@@ -30,7 +30,6 @@ its `state` is `succeeded`, `failed` or `canceled`. Every error is `application/
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from worker.celery_app import make_celery
-
     from worker.db.session import make_engine, make_session_factory
 
     settings = settings if settings is not None else get_settings()

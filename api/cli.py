@@ -98,25 +98,39 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:  # typ
 
 
 def _load_settings() -> Settings:
+    """The settings from the environment; an invalid value is one line and exit code 2."""
+    from pydantic import ValidationError
+
     from worker.settings import get_settings
 
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        name = f"STYLEGAN_{field.upper()}" if field else "settings"
+        sys.stderr.write(f"stylegan: error: {name}: {first['msg']}\n")
+        raise SystemExit(2) from None
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from worker.db.migrate import upgrade_head
 
     settings = _load_settings()
-    upgrade_head(settings.database_url)
+    upgrade_head(settings.effective_database_url)
     sys.stderr.write("stylegan migrate: database is at the latest revision\n")
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from worker.runner import run_worker
+    from worker.runner import WorkerSetupError, run_worker
 
     settings = _load_settings()
-    run_worker(settings, queues=args.queues, concurrency=args.concurrency, hostname=args.hostname)
+    try:
+        run_worker(settings, queues=args.queues, concurrency=args.concurrency, hostname=args.hostname)
+    except WorkerSetupError as exc:
+        sys.stderr.write(f"stylegan worker: error: {exc}\n")
+        return 2
     return 0
 
 
@@ -132,14 +146,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     stopper = _Stopper()
     with _handling_signals(stopper), contextlib.ExitStack() as stack:
-        upgrade_head(settings.database_url)
-        if not settings.broker_url:
+        upgrade_head(settings.effective_database_url)
+        if settings.broker_url is None:
+            # The worker child finds this broker through the same data directory (its state file), so
+            # the URL, which carries the broker's password, never goes into the environment.
             broker = EmbeddedBroker(settings.data_dir)
-            broker_url = broker.start()
+            broker.start()
             stack.callback(broker.stop)
-            os.environ["STYLEGAN_BROKER_URL"] = str(broker_url)
-            settings = _load_settings()
-            sys.stderr.write(f"stylegan serve: embedded broker at {broker_url}\n")
+            sys.stderr.write(f"stylegan serve: embedded broker running under {broker.dir}\n")
         if not args.no_worker:
             worker = _spawn_worker(queues=QUEUES)
             stack.callback(_stop_worker, worker, WORKER_GRACE_SECONDS)

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gan.errors import GanError
 
@@ -172,13 +173,28 @@ async def _http_error_handler(request: Request, exc: Exception) -> ProblemRespon
     if exc.status_code == 404 and exc.detail in (None, "Not Found"):
         detail = f"no route matches {request.method} {request.url.path}"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow", "")
-        detail = f"method {request.method} is not allowed on {request.url.path}"
-        if allowed:
-            detail += f"; allowed: {allowed}"
+        allowed = _allowed_methods(request)
+        detail = f"method {request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        # Starlette names only the first route matching the path; one path often has several (GET, POST).
+        headers = {**(exc.headers or {}), "Allow": allowed}
+        return problem(405, title, detail, slug=slug, headers=headers)
     else:
         detail = str(exc.detail)
     return problem(exc.status_code, title, detail, slug=slug, headers=exc.headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts on this path, asked of the router itself (not its internals)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> ProblemResponse:

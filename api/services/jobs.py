@@ -8,6 +8,7 @@ row that claims to be queued while nothing will ever run it.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from celery import Celery
@@ -18,6 +19,7 @@ from api.schemas.jobs import JobCreate, JobStateName
 from worker import jobs as job_states
 from worker.db.models import Job
 from worker.settings import Settings
+from worker.tasks import InvalidJobParams
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,6 @@ def submit_job(
     """Queue a job; returns it and whether it was created (False: an Idempotency-Key replay)."""
     from worker.celery_app import enqueue
 
-    from worker.tasks import JOB_KINDS
-
-    if request.kind not in JOB_KINDS:
-        known = ", ".join(sorted(JOB_KINDS))
-        raise InvalidRequest(f"kind: unknown job kind {request.kind!r}; known kinds: {known}")
     if job_states.queue_depth(session) >= settings.max_queue_depth:
         raise ServiceUnavailable(
             f"the job queue is full ({settings.max_queue_depth} jobs waiting, STYLEGAN_MAX_QUEUE_DEPTH); "
@@ -63,8 +60,11 @@ def submit_job(
             f"header Idempotency-Key: {idempotency_key!r} was already used with a different request "
             f"(job {exc.existing_job_id}); use a new key for a new request"
         ) from None
-    except ValueError as exc:  # worker.tasks.InvalidJobParams: the message names the parameter
-        raise InvalidRequest(f"params: {exc}") from None
+    except InvalidJobParams as exc:  # also UnknownJobKind; `field` is `kind` or `params.<name>`
+        detail = f"body {exc.field}: {exc.message}"
+        if exc.value is not None and exc.field != "kind":
+            detail += f" (got {_short(exc.value)})"
+        raise InvalidRequest(detail) from None
     if not created:
         return job, False
 
@@ -78,6 +78,11 @@ def submit_job(
             headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
         ) from None
     return job, True
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def get_job(session: Session, job_id: str, *, owner_key: str | None) -> Job:
