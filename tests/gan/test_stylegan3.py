@@ -329,3 +329,29 @@ def test_filtered_lrelu_clamps_and_refuses_resampling_without_filter() -> None:
     assert torch.equal(y, torch.full_like(x, 10.0))
     with pytest.raises(ConfigError, match="filter"):
         filtered_lrelu(x, None, None, None, up=2)
+
+
+def test_generator_passes_the_transform_through() -> None:
+    # The contract G1 relies on: build_generator picks this network for stylegan3-t / -r and hands
+    # `transform=` on to it, so a batch can carry different translate/rotate requests.
+    from gan.config import GeneratorConfig, MappingConfig
+    from gan.generator import build_generator
+
+    torch.manual_seed(0)
+    config = GeneratorConfig(
+        architecture="stylegan3-r",
+        z_dim=W_DIM,
+        w_dim=W_DIM,
+        img_resolution=RES,
+        mapping=MappingConfig(num_layers=2),
+        synthesis=tiny_config(radial=True),
+    )
+    G = build_generator(config).eval()
+    assert isinstance(G.synthesis, SynthesisNetwork) and G.num_ws == config.num_ws
+    z = torch.randn(2, W_DIM)
+    with torch.no_grad():
+        plain = G(z, None)
+        assert torch.equal(G(z, None, transform=torch.eye(3)), plain)
+        turned = G(z, None, transform=torch.stack([torch.eye(3), make_transform(rotate_deg=30.0)]))
+    torch.testing.assert_close(turned[0], plain[0], atol=1e-6, rtol=0)
+    assert (turned[1] - plain[1]).abs().max() > 0.01
