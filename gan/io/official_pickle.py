@@ -241,10 +241,16 @@ def load_official_networks(
 ) -> dict[str, nn.Module]:
     """Our modules built from an official pickle: 'G_ema' (the one to sample from), and 'G' and 'D' for
     resuming training. Weights are copied key for key; nothing from the file runs."""
+    return networks_from_official(read_official_pickle(path_or_file, limits), which)
+
+
+def networks_from_official(data: Any, which: Sequence[str] = ("G_ema",)) -> dict[str, nn.Module]:
+    """`load_official_networks` on an already read top-level dict."""
     unknown = [w for w in which if w not in NETWORK_NAMES]
     if unknown or not which:
         raise ConfigError(f"which must name some of {', '.join(NETWORK_NAMES)}, got {list(which)}")
-    data = read_official_pickle(path_or_file, limits)
+    if not isinstance(data, dict):
+        raise FormatError("not an official network pickle: the top level is not a dict")
     configs: dict[str, GeneratorConfig | DiscriminatorConfig] = {}
     states: dict[str, dict[str, torch.Tensor]] = {}
     for name in which:
@@ -266,5 +272,6 @@ __all__ = [
     "generator_config_from_official",
     "is_stylegan3",
     "load_official_networks",
+    "networks_from_official",
     "read_official_pickle",
 ]
