@@ -1,0 +1,77 @@
+"""/v1/jobs behaviour that needs no worker: cancel of a queued job, listing and pagination, readiness
+failures, and a broker that is down at submit time."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from worker import jobs
+
+
+def _queued(client: TestClient, n: int, **params: object) -> list[str]:
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        return [jobs.submit_job(session, kind="probe", params=dict(params))[0].id for _ in range(n)]
+
+
+def test_cancel_of_a_queued_job_is_immediate(client: TestClient) -> None:
+    (job_id,) = _queued(client, 1, seconds=5)
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["state"] == "canceled" and body["cancel_requested"] is True
+    assert body["finished_at"] is not None
+    # Canceling again is a no-op; the job stays canceled.
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["state"] == "canceled"
+
+
+def test_cancel_of_a_finished_job_is_409(client: TestClient) -> None:
+    (job_id,) = _queued(client, 1)
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        claimed = jobs.claim(session, job_id, "test-worker", lease_seconds=60)
+        assert claimed is not None
+        jobs.complete(session, job_id, "test-worker", {"ok": True})
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "succeeded" in response.json()["detail"]
+
+
+def test_list_filters_and_paginates(client: TestClient) -> None:
+    ids = _queued(client, 5)
+    client.post(f"/v1/jobs/{ids[0]}/cancel")
+
+    page1 = client.get("/v1/jobs", params={"limit": 2, "offset": 0}).json()
+    page2 = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+    page3 = client.get("/v1/jobs", params={"limit": 2, "offset": 4}).json()
+    assert page1["total"] == page2["total"] == page3["total"] == 5
+    assert (len(page1["items"]), len(page2["items"]), len(page3["items"])) == (2, 2, 1)
+    seen = [item["id"] for page in (page1, page2, page3) for item in page["items"]]
+    assert sorted(seen) == sorted(ids), "pages must cover every job exactly once"
+
+    queued = client.get("/v1/jobs", params={"state": "queued"}).json()
+    assert queued["total"] == 4 and all(item["state"] == "queued" for item in queued["items"])
+    canceled = client.get("/v1/jobs", params={"state": "canceled", "kind": "probe"}).json()
+    assert [item["id"] for item in canceled["items"]] == [ids[0]]
+    assert client.get("/v1/jobs", params={"kind": "train"}).json()["total"] == 0
+
+
+def test_readyz_names_the_unreachable_broker(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["failed"] == ["broker"]
+    assert "broker" in body["detail"]
+    assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
+
+
+def test_submit_with_the_broker_down_is_503_and_the_job_is_failed(client: TestClient) -> None:
+    response = client.post("/v1/jobs", json={"kind": "probe", "params": {}})
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) > 0
+    listing = client.get("/v1/jobs").json()
+    assert listing["total"] == 1
+    (job,) = listing["items"]
+    assert job["state"] == "failed" and "broker" in job["error"]
+    assert job["id"] in response.json()["detail"]
