@@ -28,7 +28,8 @@ class Settings(BaseSettings):
         env_prefix="STYLEGAN_",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="forbid",
+        # A .env file is often shared with docker compose (POSTGRES_PASSWORD, ...): other keys are not ours.
+        extra="ignore",
         frozen=True,
     )
 

