@@ -59,3 +59,17 @@ def test_each_sample_uses_its_own_style():
 def test_shape_mismatch_fails():
     with pytest.raises(ValueError):
         modulated_conv2d(torch.randn(2, 4, 8, 8), torch.randn(5, 3, 3, 3), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fp16_stays_finite_with_large_styles(fused):
+    # Unnormalized, x * s * w would reach ~1e5 here, beyond fp16's 65504; the max-abs pre-scaling that
+    # demodulation undoes keeps every intermediate in range. (CPU runs half convs too, slowly.)
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 8, 8, 8), torch.randn(4, 8, 3, 3) * 100, torch.randn(2, 8) * 300
+    f = setup_filter([1, 3, 3, 1])
+    args = dict(padding=1, up=2, resample_filter=f, flip_weight=False, fused=fused)
+    ref = modulated_conv2d(x, weight, styles, **args)
+    half = modulated_conv2d(x.half(), weight, styles, **args)
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    assert (half.float() - ref).abs().max() < 1e-2 * ref.abs().max()
