@@ -101,6 +101,7 @@ class TrainOptions:
     mbstd_group: int | None = None
     glr: float | None = None
     dlr: float | None = None
+    use_noise: bool | None = None  # StyleGAN2 noise inputs; tests that compare batch splits turn them off
     export: bool = True  # write G_ema as a model file at the end
 
     def __post_init__(self) -> None:
@@ -245,6 +246,7 @@ def _resolve_preset(options: TrainOptions, resolution: int, batch: int | None) -
         ("dlr", "dlr"),
         ("gamma", "gamma"),
         ("kimg", "kimg"),
+        ("use_noise", "use_noise"),
     ):
         value = getattr(options, opt_name)
         if value is not None:
@@ -336,50 +338,45 @@ def _setup_networks(options: TrainOptions, resolution: int, c_dim: int, channels
 class _Augment:
     """The ADA pipeline and its controller, or nothing (`--aug noaug`, or fixed p = 0)."""
 
-    def __init__(
-        self, options: TrainOptions, preset: TrainingPreset, device: torch.device, batch: int
-    ) -> None:
+    def __init__(self, options: TrainOptions, preset: TrainingPreset, device: torch.device) -> None:
         self.pipe: nn.Module | None = None
         self.controller: Any = None
         if options.aug == "noaug" or (options.aug == "fixed" and not options.p):
             return
-        from gan.training.augment import AUGMENT_PRESETS, AdaController, AugmentPipe
+        from gan.training.augment import AdaController, AugmentPipe
 
-        if options.augpipe not in AUGMENT_PRESETS:
-            raise ConfigError(
-                f"unknown --augpipe {options.augpipe!r}; choose one of {', '.join(AUGMENT_PRESETS)}"
-            )
-        self.pipe = AugmentPipe(**AUGMENT_PRESETS[options.augpipe]).train().requires_grad_(False).to(device)
-        self.set_p(options.p if options.aug == "fixed" else 0.0)
+        p = options.p if options.aug == "fixed" else 0.0
+        pipe = AugmentPipe.from_preset(options.augpipe, p=p)
+        self.pipe = pipe.train().requires_grad_(False).to(device)
         if options.aug == "ada":
             self.controller = AdaController(
-                target=options.target, interval=preset.ada_interval, kimg=preset.ada_kimg, batch_size=batch
+                pipe, target=options.target, interval=preset.ada_interval, kimg=preset.ada_kimg
             )
 
     @property
     def p(self) -> float:
         return 0.0 if self.pipe is None else float(self.pipe.p)  # type: ignore[arg-type]
 
-    def set_p(self, p: float) -> None:
-        if self.pipe is not None:
-            self.pipe.p.copy_(torch.as_tensor(p, dtype=self.pipe.p.dtype))  # type: ignore[operator, union-attr]
-
-    def observe(self, signs_sum: float, count: int) -> None:
+    def observe(self, real_logits: torch.Tensor) -> None:
         if self.controller is not None:
-            self.controller.accumulate(signs_sum, count)
+            self.controller.observe(real_logits)
 
-    def step(self, batch_idx: int) -> None:
-        if self.controller is not None and batch_idx % self.controller.interval == 0:
-            self.set_p(self.controller.update(self.p))
+    def step(self, batch_size: int, env: DistEnv, device: torch.device) -> None:
+        if self.controller is None:
+            return
+
+        def all_reduce(t: torch.Tensor) -> None:  # NCCL reduces device tensors only
+            t.copy_(all_reduce_sum(t.to(device), env).to(t.device))
+
+        self.controller.step(batch_size, all_reduce if env.enabled else None)
 
     def state(self) -> dict[str, Any]:
-        return {
-            "p": self.p,
-            "controller": None if self.controller is None else self.controller.state_dict(),
-        }
+        return {"p": self.p, "controller": None if self.controller is None else self.controller.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.set_p(state["p"])
+        if self.pipe is not None:
+            with torch.no_grad():
+                self.pipe.p.fill_(float(state["p"]))  # type: ignore[operator, union-attr]
         if self.controller is not None and state.get("controller") is not None:
             self.controller.load_state_dict(state["controller"])
 
@@ -515,7 +512,7 @@ def _train(
     G_ema.eval().requires_grad_(False)
     frozen = frozen_discriminator_layers(setup.D_config, options.freezed)
     phases, opt_G, opt_D = _make_phases(setup, frozen)
-    augment = _Augment(options, preset, device, batch)
+    augment = _Augment(options, preset, device)
     loss = StyleGANLoss(
         G,
         D,
@@ -530,6 +527,7 @@ def _train(
         ),
         augment_pipe=augment.pipe,
         device=device,
+        observe_real=augment.observe,
     )
     latents = torch.Generator().manual_seed(options.seed)  # z and generated labels, same on every rank
 
@@ -630,8 +628,6 @@ def _train(
                     cur_nimg=cur_nimg,
                 )
                 tick_stats.add(stats)
-                if "Loss/signs/real" in stats:
-                    augment.observe(*stats["Loss/signs/real"])
             phase.module.requires_grad_(False)
             average_gradients_(phase.params, env)
             phase.opt.step()
@@ -640,9 +636,7 @@ def _train(
         cur_nimg += batch
         data_pos += batch
         batch_idx += 1
-        if augment.controller is not None and batch_idx % augment.controller.interval == 0:
-            augment.controller.all_reduce(lambda t: all_reduce_sum(t, env))
-        augment.step(batch_idx)
+        augment.step(batch, env, device)
 
         # Tick boundary?
         done = cur_nimg >= total_nimg

@@ -10,6 +10,7 @@ applied to reals and fakes alike before D, so D never sees a leaked augmentation
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,11 +104,14 @@ class StyleGANLoss:
         config: LossConfig,
         augment_pipe: nn.Module | None = None,
         device: torch.device | str = "cpu",
+        observe_real: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
+        """`observe_real` receives D's logits on the reals of every D phase: ADA's overfitting signal."""
         self.G = G
         self.D = D
         self.config = config
         self.augment_pipe = augment_pipe
+        self.observe_real = observe_real
         # Running mean `a` of the path lengths; part of the training state (saved in checkpoints).
         self.pl_mean = torch.zeros([], device=device)
 
@@ -197,6 +201,8 @@ class StyleGANLoss:
             real_logits = self.run_D(real, real_c, blur_sigma=blur_sigma)
             report("Loss/scores/real", real_logits)
             report("Loss/signs/real", real_logits.sign())
+            if self.observe_real is not None:
+                self.observe_real(real_logits.detach())
             loss = real_logits.new_zeros(real_logits.shape)
             if phase in ("Dmain", "Dboth"):
                 loss_Dreal = F.softplus(-real_logits)

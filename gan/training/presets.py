@@ -79,6 +79,7 @@ class TrainingPreset:
     magnitude_ema_beta: float | None = None  # StyleGAN3 only: 0.5 ** (batch / 20k)
     ada_kimg: float = 500.0  # kimg for p to move by one unit (100 when fine-tuning, as official)
     ada_interval: int = 4
+    use_noise: bool = True  # StyleGAN2 per-pixel noise; off only in tests that compare batch splits
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -118,6 +119,7 @@ class TrainingPreset:
                 channel_max=self.channel_max,
                 num_fp16_res=self.num_fp16_res,
                 conv_clamp=self.conv_clamp,
+                use_noise=self.use_noise,
             )
         else:
             r = self.architecture == "stylegan3-r"
