@@ -21,11 +21,8 @@ from worker.settings import Settings
 # A port nothing listens on: these apps never publish, and /readyz must fail fast if asked.
 UNREACHABLE_BROKER = "redis://127.0.0.1:9/0"
 
-KEY_A = "key-a-0123456789abcdef"
-KEY_B = "key-b-0123456789abcdef"
 
-
-def migrated_settings(data_dir: Path, **overrides: Any) -> Settings:
+def migrated_settings(data_dir: Path, /, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "broker_url": UNREACHABLE_BROKER, **overrides}
     settings = Settings(**values)
     upgrade_head(settings.effective_database_url)
@@ -36,9 +33,9 @@ def migrated_settings(data_dir: Path, **overrides: Any) -> Settings:
 def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def make(*, app: FastAPI | None = None, **overrides: Any) -> TestClient:
+    def make(*, app: FastAPI | None = None, data_dir: Path | None = None, **overrides: Any) -> TestClient:
         if app is None:
-            app = create_app(migrated_settings(tmp_path / f"data{len(clients)}", **overrides))
+            app = create_app(migrated_settings(data_dir or tmp_path / f"data{len(clients)}", **overrides))
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
