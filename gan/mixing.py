@@ -187,10 +187,12 @@ def mix_grid(
     first = images[(row_seeds[0], col_seeds[0])]
     h, w, ch = first.shape
     grid = np.zeros(((len(row_seeds) + 1) * h, (len(col_seeds) + 1) * w, ch), dtype=np.uint8)
-    for r, row in enumerate([None, *row_seeds]):
-        for c, col in enumerate([None, *col_seeds]):
-            if row is None and col is None:
-                continue
-            key = (col, col) if row is None else (row, row) if col is None else (row, col)
-            grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[key]
+    cells: list[tuple[int, int, tuple[int, int]]] = []
+    cells += [(0, c + 1, (col, col)) for c, col in enumerate(col_seeds)]  # top row: the column seeds
+    cells += [(r + 1, 0, (row, row)) for r, row in enumerate(row_seeds)]  # left column: the row seeds
+    cells += [
+        (r + 1, c + 1, (row, col)) for r, row in enumerate(row_seeds) for c, col in enumerate(col_seeds)
+    ]
+    for r, c, key in cells:
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[key]
     return grid

@@ -189,7 +189,8 @@ def _render(
         rows = slice(start, start + batch_size)
         transform = None
         if path is not None:
-            transform = torch.stack([sampler.transform(tr, rot) for tr, rot in path[rows]])  # [n, 3, 3]
+            matrices = [sampler.transform(tr, rot) for tr, rot in path[rows]]
+            transform = torch.stack([m for m in matrices if m is not None])  # [n, 3, 3]
         images = sampler.synthesize(ws[rows], noise_mode, transform=transform, batch_size=batch_size)
         yield from to_uint8(images)
 
