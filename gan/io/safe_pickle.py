@@ -221,7 +221,7 @@ def _array_from_bytes(
     np_dtype = dtype.to_numpy()
     if len(raw) != math.prod(shape) * np_dtype.itemsize:
         raise FormatError(f"numpy array of shape {shape} has {len(raw)} bytes of data")
-    return np.frombuffer(bytes(raw), dtype=np_dtype).reshape(shape, order=order)
+    return np.frombuffer(bytearray(raw), dtype=np_dtype).reshape(shape, order=order)  # writable copy
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
