@@ -17,25 +17,28 @@ from gan.stylegan2.mapping import MappingNetwork
 from gan.stylegan2.synthesis import NoiseMode, SynthesisNetwork
 
 
-def _build_synthesis(config: GeneratorConfig) -> nn.Module:
+def _build_synthesis(config: GeneratorConfig) -> tuple[nn.Module, int]:
+    """The synthesis network for the architecture, and how many ws it consumes."""
     if config.architecture == "stylegan2":
         assert isinstance(config.synthesis, StyleGAN2SynthesisConfig)
-        return SynthesisNetwork(
+        sg2 = SynthesisNetwork(
             w_dim=config.w_dim,
             img_resolution=config.img_resolution,
             img_channels=config.img_channels,
             config=config.synthesis,
         )
+        return sg2, sg2.num_ws
     # StyleGAN3 is imported only when asked for: it pulls in SciPy for its filter design.
     from gan.stylegan3.synthesis import SynthesisNetwork as StyleGAN3Synthesis
 
     assert isinstance(config.synthesis, StyleGAN3SynthesisConfig)
-    return StyleGAN3Synthesis(
+    sg3 = StyleGAN3Synthesis(
         w_dim=config.w_dim,
         img_resolution=config.img_resolution,
         img_channels=config.img_channels,
         config=config.synthesis,
     )
+    return sg3, sg3.num_ws
 
 
 class Generator(nn.Module):
@@ -49,8 +52,7 @@ class Generator(nn.Module):
         self.w_dim = config.w_dim
         self.img_resolution = config.img_resolution
         self.img_channels = config.img_channels
-        self.synthesis = _build_synthesis(config)
-        self.num_ws: int = int(self.synthesis.num_ws)
+        self.synthesis, self.num_ws = _build_synthesis(config)
         if self.num_ws != config.num_ws:
             raise ConfigError(f"synthesis consumes {self.num_ws} ws but the config says {config.num_ws}")
         self.mapping = MappingNetwork(
@@ -74,9 +76,10 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         """`extra` goes to the synthesis network (StyleGAN3: `transform=`; StyleGAN2: `fused_modconv=`)."""
         ws = self.mapping(z, c, psi=psi, cutoff=cutoff, update_emas=update_emas)  # [N, num_ws, w_dim]
-        return self.synthesis(
+        img: torch.Tensor = self.synthesis(
             ws, noise_mode=noise_mode, force_fp32=force_fp32, update_emas=update_emas, **extra
         )
+        return img
 
     def extra_repr(self) -> str:
         return (

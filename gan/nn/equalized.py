@@ -48,9 +48,9 @@ class FullyConnected(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain  # [out, in]
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
+        b: torch.Tensor | None = None
+        if self.bias is not None:
+            b = self.bias.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
@@ -69,6 +69,8 @@ class Conv2d(nn.Module):
     `forward(x, gain)` multiplies both the activation gain and the clamp by `gain`: the resnet blocks
     pass sqrt(1/2) so that the sum of two branches keeps unit variance.
     """
+
+    resample_filter: torch.Tensor
 
     def __init__(
         self,

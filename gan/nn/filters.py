@@ -11,6 +11,7 @@ Padding is given on the upsampled image as `p`, `(px, py)` or `(px0, px1, py0, p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,23 +37,23 @@ def setup_filter(
     stay separable. `normalize` divides by the sum so that a constant image keeps its value (unit DC
     gain); `gain` scales the 2-D response, hence gain ** (ndim / 2) per tensor.
     """
-    f = torch.as_tensor(1.0 if f is None else f, dtype=torch.float32)
-    if f.ndim not in (0, 1, 2) or f.numel() == 0:
-        raise ValueError(f"a filter must have 0, 1 or 2 dimensions and some taps, got shape {list(f.shape)}")
-    if f.ndim == 0:
-        f = f[None]
+    t = torch.as_tensor(1.0 if f is None else f, dtype=torch.float32)
+    if t.ndim not in (0, 1, 2) or t.numel() == 0:
+        raise ValueError(f"a filter must have 0, 1 or 2 dimensions and some taps, got shape {list(t.shape)}")
+    if t.ndim == 0:
+        t = t[None]
     if separable is None:
-        separable = f.ndim == 1 and f.numel() >= 8
-    if f.ndim == 1 and not separable:
-        f = torch.outer(f, f)
-    if f.ndim != (1 if separable else 2):
+        separable = t.ndim == 1 and t.numel() >= 8
+    if t.ndim == 1 and not separable:
+        t = torch.outer(t, t)
+    if t.ndim != (1 if separable else 2):
         raise ValueError("a 2-D filter cannot be made separable")
     if normalize:
-        f = f / f.sum()
+        t = t / t.sum()
     if flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    f = f * (gain ** (f.ndim / 2))
-    return f.to(device=device)
+        t = t.flip(list(range(t.ndim)))
+    t = t * math.pow(gain, t.ndim / 2)
+    return t.to(device=device)
 
 
 def filter_size(f: torch.Tensor | None) -> tuple[int, int]:

@@ -31,6 +31,8 @@ from gan.stylegan2.synthesis import block_dtype, fp16_resolution
 class DiscriminatorBlock(nn.Module):
     """[fromRGB] -> conv0 -> conv1 (down 2), at one resolution; resnet adds a 1x1 downsampled skip."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -248,7 +250,8 @@ class Discriminator(nn.Module):
             x, cur_img = getattr(self, f"b{res}")(x, cur_img, force_fp32=force_fp32)
         assert x is not None
         cmap = self.mapping(None, c) if self.c_dim > 0 else None  # [N, cmap_dim]
-        return self.b4(x, cur_img, cmap)
+        logits: torch.Tensor = self.b4(x, cur_img, cmap)  # [N, 1]
+        return logits
 
     def extra_repr(self) -> str:
         return f"c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"

@@ -35,7 +35,7 @@ NOISE_MODES: tuple[NoiseMode, ...] = ("const", "random", "none")
 
 def fp16_resolution(img_resolution: int, num_fp16_res: int) -> int:
     """The lowest resolution that runs in fp16: the top `num_fp16_res` blocks, never below 8 px."""
-    return max(2 ** (int(math.log2(img_resolution)) + 1 - num_fp16_res), 8)
+    return max(int(2.0 ** (int(math.log2(img_resolution)) + 1 - num_fp16_res)), 8)
 
 
 def block_dtype(use_fp16: bool, device: torch.device, force_fp32: bool) -> torch.dtype:
@@ -45,6 +45,9 @@ def block_dtype(use_fp16: bool, device: torch.device, force_fp32: bool) -> torch
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally upsampling by 2) + noise + bias + lrelu, clamped to conv_clamp."""
+
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor
 
     def __init__(
         self,
@@ -153,6 +156,8 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution: [const | conv0 (up 2)] -> conv1 -> toRGB, per the architecture."""
+
+    resample_filter: torch.Tensor
 
     def __init__(
         self,
