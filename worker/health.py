@@ -6,6 +6,7 @@ import uuid
 
 import redis
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
 from kombu import Connection
 
 from worker.db.migrate import head_revision
@@ -21,7 +22,7 @@ def check_database(settings: Settings, engine: sa.Engine | None = None) -> tuple
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-            at = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+            at = MigrationContext.configure(conn).get_current_revision()
         head = head_revision()
         if at != head:
             return False, f"database at revision {at}, expected {head}; run `stylegan migrate`"
