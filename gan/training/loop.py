@@ -232,6 +232,27 @@ class _Setup:
     checkpoint: ckpt_io.TrainingCheckpoint | None  # ours, to continue exactly
 
 
+def load_pickle_networks(path: Path) -> dict[str, nn.Module]:
+    """G, D and G_ema, those present, from an official PyTorch or TensorFlow pickle (safe import)."""
+    from gan.io.limits import DEFAULT_LIMITS
+    from gan.io.official_pickle import networks_from_official
+    from gan.io.safe_pickle import TFNetworkRecord, is_pickle, read_bytes_bounded, safe_loads
+    from gan.io.tf_pickle import networks_from_tf
+
+    data = read_bytes_bounded(path, DEFAULT_LIMITS)
+    if not is_pickle(data[:2]):
+        raise GanError(f"--resume {path.name}: neither a network pickle nor a training checkpoint")
+    obj = safe_loads(data, DEFAULT_LIMITS)
+    if isinstance(obj, tuple) and obj and all(isinstance(o, TFNetworkRecord) for o in obj):
+        return networks_from_tf(obj, ("G", "D", "G_ema"))
+    if not isinstance(obj, dict):
+        raise GanError(f"--resume {path.name}: not an official network pickle")
+    present = [name for name in ("G", "D", "G_ema") if name in obj]
+    if not present:
+        raise GanError(f"--resume {path.name}: the pickle holds no G, D or G_ema")
+    return networks_from_official(obj, present)
+
+
 def _resolve_preset(options: TrainOptions, resolution: int, batch: int | None) -> TrainingPreset:
     preset = make_preset(options.cfg, resolution, gpus=options.gpus, batch=batch)
     overrides: dict[str, Any] = {}
@@ -300,10 +321,8 @@ def _setup_networks(options: TrainOptions, resolution: int, c_dim: int, channels
     # Fine-tuning from an official (or TF) pickle: networks and their configs come from the file; the
     # preset supplies the optimisation hyper-parameters, with the official resume changes (train.py):
     # faster ADA, no EMA ramp-up, no blur fade-in.
-    from gan.io.official_pickle import load_official_networks
-
-    nets = load_official_networks(Path(resume), which=("G", "D", "G_ema"))
-    G_src = nets.get("G") or nets.get("G_ema")
+    nets = load_pickle_networks(Path(resume))
+    G_src = nets["G"] if "G" in nets else nets.get("G_ema")
     if G_src is None:
         raise GanError(f"{Path(resume).name} holds no generator to fine-tune")
     G_config = _module_config(G_src, "G")
@@ -501,9 +520,10 @@ def _train(
         raise ConfigError(
             f"--batch {batch} must be a multiple of GPUs ({env.world_size}) x --batch-gpu ({batch_gpu})"
         )
-    if batch_gpu < setup.D_config.mbstd_group_size or batch_gpu % setup.D_config.mbstd_group_size:
+    group = setup.D_config.mbstd_group_size  # None (TF pickles): the whole micro-batch is one group
+    if group is not None and (batch_gpu < group or batch_gpu % group):
         raise ConfigError(
-            f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-std group size {setup.D_config.mbstd_group_size}"
+            f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-std group size {group}"
         )
     rounds = per_rank // batch_gpu
     G, D, G_ema = (m.to(device) for m in (setup.G, setup.D, setup.G_ema))
