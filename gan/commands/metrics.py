@@ -1,9 +1,74 @@
-"""Command group `metrics` of the `stylegan` command (see gan/cli.py)."""
+"""Command group `metrics` of the `stylegan` command (see gan/cli.py).
+
+`stylegan metrics --network PATH --data ZIP --metrics fid50k_full,kid50k_full [--detector PATH|URL]`
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this group's sub-commands; each sets `handler` to a function taking the parsed args."""
+    p = subparsers.add_parser(
+        "metrics",
+        help="FID / KID / precision-recall of a network against a dataset",
+        description="Compute quality metrics by their official names. The Inception detector is read "
+        "from --detector (a file, or a URL fetched into the cache with a SHA-256 check).",
+    )
+    p.add_argument("--network", type=Path, required=True, help="our .safetensors or an official/TF .pkl")
+    p.add_argument("--data", type=Path, required=True, help="a prepared dataset (zip or folder)")
+    p.add_argument(
+        "--metrics", default="fid50k_full", help="comma-separated, e.g. fid50k_full,kid50k_full,pr50k3_full"
+    )
+    p.add_argument("--detector", default=None, help="Inception detector file or URL (default: NVIDIA's URL)")
+    p.add_argument("--detector-sha256", default=None, help="expected SHA-256 of the detector file")
+    p.add_argument(
+        "--pr-detector", default=None, help="detector for pr* metrics (officially VGG16); default --detector"
+    )
+    p.add_argument("--num-gen", type=int, default=None, help="generated images (overrides the name's count)")
+    p.add_argument("--max-real", type=int, default=None, help="real images (overrides the name's count)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=_metrics)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gan.io.checkpoint import load_network
+    from gan.metrics import compute_metrics
+
+    G = load_network(args.network, device=args.device)
+    bars: dict[str, tqdm] = {}  # type: ignore[type-arg]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        results = compute_metrics(
+            args.metrics,
+            G,
+            args.data,
+            detector=args.detector,
+            pr_detector=args.pr_detector,
+            num_gen=args.num_gen,
+            max_real=args.max_real,
+            device=args.device,
+            batch=args.batch,
+            seed=args.seed,
+            detector_sha256=args.detector_sha256,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(json.dumps({"network": str(args.network), "data": str(args.data), "results": results}))
+    return 0
