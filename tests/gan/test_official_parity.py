@@ -1,9 +1,10 @@
 """Golden parity with NVIDIA's code on every official fixture (StyleGAN2-ADA, StyleGAN3, TF StyleGAN2).
 
 Each folder under ../shared/fixtures/official/ (globbed, never listed) holds a network pickle and what the
-official scripts produced from it (meta.json says how). The network goes through the public loader
-`gan.io.official_pickle.load_official_networks`, then our generator must reproduce the mapping outputs,
-the images at every psi, the style-mix images and the PNG bytes.
+official scripts produced from it (meta.json says how). The network goes through the public loaders
+(`gan.io.official_pickle.load_official_networks`, `gan.io.tf_pickle.load_tf_networks`), then our generator must reproduce the mapping outputs,
+the images at every psi, the style-mix images and the PNG bytes. The loaded config must also agree
+with meta.json's `init_kwargs` (architecture, dimensions, num_ws).
 
 Tolerances:
 - 1e-4 absolute on ws and images (values of order 1): the fixtures were computed in float32 on CPU by the
@@ -30,7 +31,9 @@ from gan.config import (
     StyleGAN2SynthesisConfig,
     StyleGAN3SynthesisConfig,
 )
-from gan.generator import Generator, build_generator
+from gan.generator import Generator
+from gan.io.official_pickle import load_official_networks
+from gan.io.tf_pickle import load_tf_networks
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official"
 FIXTURE_DIRS = sorted(p.parent for p in FIXTURES.glob("*/meta.json"))
@@ -70,39 +73,26 @@ def config_from_meta(init_kwargs: dict[str, Any]) -> GeneratorConfig:
     )
 
 
-def _load_with_public_loader(path: Path) -> Generator | None:
-    try:
-        from gan.io.official_pickle import load_official_networks  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    G = load_official_networks(path, which=("G_ema",))["G_ema"]
+def load_with_public_loader(path: Path, meta: dict[str, Any]) -> Generator:
+    """G_ema through the library's loaders: TensorFlow pickles (meta.json describes their `tf_pickle`
+    layout) through `load_tf_networks`, PyTorch pickles through `load_official_networks`."""
+    if "tf_pickle" in meta:
+        G = load_tf_networks(path, which=("G_ema",))["G_ema"]
+    else:
+        G = load_official_networks(path, which=("G_ema",))["G_ema"]
     assert isinstance(G, Generator)
-    return G
-
-
-def _load_state_dict_directly(path: Path, meta: dict[str, Any]) -> Generator:
-    """Until the public loader exists: the raw records' state_dict copied key for key."""
-    from gan.io.official_pickle import read_official_pickle
-
-    G = build_generator(config_from_meta(meta["init_kwargs"]))
-    official = read_official_pickle(path)["G_ema"].state_dict()
-    ours = G.state_dict()
-    assert set(official) == set(ours), f"keys differ: {sorted(set(official) ^ set(ours))}"
-    for key, tensor in official.items():
-        assert tensor.shape == ours[key].shape, f"{key}: {list(tensor.shape)} vs {list(ours[key].shape)}"
-    G.load_state_dict(official, strict=True)
     return G
 
 
 @functools.cache
 def load_fixture(folder: Path) -> tuple[Generator, dict[str, Any], dict[str, np.ndarray]]:
     meta = json.loads((folder / "meta.json").read_text())
-    G = _load_with_public_loader(folder / "network.pkl") or _load_state_dict_directly(
-        folder / "network.pkl", meta
-    )
+    G = load_with_public_loader(folder / "network.pkl", meta)
     expected_config = config_from_meta(meta["init_kwargs"])
     for name in ("architecture", "z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "num_ws"):
         assert getattr(G.config, name) == getattr(expected_config, name), name
+    assert G.config.synthesis == expected_config.synthesis
+    assert G.config.mapping.num_layers == expected_config.mapping.num_layers
     with np.load(folder / "expected.npz") as npz:
         expected = {k: npz[k] for k in npz.files}
     return G.eval().requires_grad_(False), meta, expected
