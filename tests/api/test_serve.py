@@ -1,0 +1,156 @@
+"""`stylegan serve` as a user runs it: a real subprocess on the embedded default (SQLite, the embedded
+Redis, local storage) with its one real worker process, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import free_port, wait_for
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+STYLEGAN = Path(sys.executable).with_name("stylegan")
+READY_TIMEOUT_S = 90.0
+# The worker's warm-shutdown grace is 30 s; a clean stop of an idle service takes a few seconds.
+STOP_TIMEOUT_S = 45.0
+
+
+class Serve:
+    def __init__(self, data_dir: Path, log: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(STYLEGAN), "serve", "--port", str(self.port), "--data-dir", str(data_dir), *extra],
+                env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                cwd=data_dir.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.http = httpx.Client(base_url=self.base, timeout=10)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.process.poll() is None, f"serve exited early:\n{self.log.read_text()[-4000:]}"
+            try:
+                return self.http.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, READY_TIMEOUT_S, "/readyz to answer 200", interval=0.2)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get(f"/v1/jobs/{job_id}").json()
+        return body
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"serve did not stop within {STOP_TIMEOUT_S} s:\n{self.log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def serve_log(tmp_path: Path) -> Iterator[Path]:
+    log = tmp_path / "serve.log"
+    yield log
+    print(log.read_text(errors="replace")[-6000:] if log.exists() else "(no serve log)")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def job_row(data_dir: Path, job_id: str) -> dict[str, Any]:
+    """Read the job straight from the SQLite file, after the service is gone."""
+    path = Settings(data_dir=data_dir).effective_database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT state, attempts, progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def test_serve_runs_a_probe_and_stops_cleanly(data_dir: Path, serve_log: Path) -> None:
+    serve = Serve(data_dir, serve_log)
+    serve.wait_ready()
+    checks = serve.http.get("/readyz").json()["checks"]
+    assert all(check["ok"] for check in checks.values())
+    assert data_dir.joinpath("broker").is_dir(), "the embedded broker lives in the data directory"
+
+    created = serve.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.5}})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    job = wait_for(lambda: (j := serve.job(job_id))["state"] == "succeeded" and j, 60, "the probe to succeed")
+    worker_pid = job["result"]["pid"]
+    assert worker_pid != serve.process.pid and alive(worker_pid)
+    broker_pid = int((data_dir / "broker" / "redis.pid").read_text())
+    assert alive(broker_pid)
+
+    assert serve.stop(signal.SIGTERM) == 0
+    wait_for(lambda: not alive(worker_pid) and not alive(broker_pid), 10, "worker and broker to exit")
+
+
+def test_ctrl_c_lets_the_running_job_finish(data_dir: Path, serve_log: Path) -> None:
+    serve = Serve(data_dir, serve_log)
+    serve.wait_ready()
+    job_id = serve.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 3}}).json()["id"]
+    wait_for(lambda: serve.job(job_id)["state"] == "running", 60, "the probe to start")
+
+    # Ctrl-C: the worker gets a warm shutdown, so the job it holds completes instead of being lost.
+    assert serve.stop(signal.SIGINT) == 0
+    row = job_row(data_dir, job_id)
+    assert row["state"] == "succeeded" and row["attempts"] == 1
+
+
+def test_queued_job_survives_a_restart_of_serve(data_dir: Path, serve_log: Path) -> None:
+    # First run: API and broker only, so the job can only wait in the embedded broker's queue.
+    first = Serve(data_dir, serve_log, "--no-worker")
+    first.wait_ready()
+    job_id = first.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.1}}).json()["id"]
+    time.sleep(0.5)
+    assert first.job(job_id)["state"] == "queued"
+    assert first.stop(signal.SIGTERM) == 0
+    assert job_row(data_dir, job_id)["state"] == "queued"
+
+    # Second run with its worker: the job id comes back out of the broker's append-only file.
+    second = Serve(data_dir, serve_log)
+    try:
+        second.wait_ready()
+        job = wait_for(
+            lambda: (j := second.job(job_id))["state"] in {"succeeded", "failed"} and j,
+            60,
+            "the job to finish",
+        )
+        assert job["state"] == "succeeded" and job["attempts"] == 1
+    finally:
+        assert second.stop(signal.SIGTERM) == 0
