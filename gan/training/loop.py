@@ -123,6 +123,8 @@ class TrainOptions:
             raise ConfigError(f"--snap must be >= 1, got {self.snap}")
         if self.gpus < 1:
             raise ConfigError(f"--gpus must be >= 1, got {self.gpus}")
+        if self.batch is not None and self.batch % self.gpus:
+            raise ConfigError(f"--batch {self.batch} must be a multiple of --gpus {self.gpus}")
         if self.freezed < 0:
             raise ConfigError(f"--freezed must be >= 0, got {self.freezed}")
         if self.gamma is not None and self.gamma < 0:
@@ -449,12 +451,15 @@ def _configure_determinism(options: TrainOptions, device: torch.device, env: Dis
     # Official: TF32 off for numerical accuracy.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    seed = options.seed * env.world_size + env.rank
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    _seed_everything(options.seed)  # networks are initialised alike whatever the number of ranks
+
+
+def _seed_everything(seed: int) -> None:
     import random
 
     random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _pick_device(options: TrainOptions, env: DistEnv) -> torch.device:
@@ -526,6 +531,8 @@ def _train(
             f"--batch-gpu {batch_gpu} must be a multiple of D's minibatch-std group size {group}"
         )
     rounds = per_rank // batch_gpu
+    # Per-rank streams for what each rank draws on its own (noise inputs, augmentation, mixing), as official.
+    _seed_everything(options.seed * env.world_size + env.rank)
     G, D, G_ema = (m.to(device) for m in (setup.G, setup.D, setup.G_ema))
     G.train().requires_grad_(False)
     D.train().requires_grad_(False)
