@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _network_options(p)
     p.add_argument("--seeds", required=True, help="seeds, e.g. 0-3,42")
     _truncation_options(p)
-    p.add_argument("--translate", help="StyleGAN3 only: translate the image by X,Y (e.g. 0.3,1)")
+    p.add_argument(
+        "--translate",
+        help="StyleGAN3 only: translate the image by X,Y (e.g. 0.3,1; --translate=-0.3,1 if negative)",
+    )
     p.add_argument("--rotate", type=float, help="StyleGAN3 only: rotate the image by DEG degrees")
     p.add_argument("--outdir", required=True, help="where to write the PNGs")
     p.set_defaults(handler=_generate)
@@ -62,9 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
     _truncation_options(p)
     p.add_argument(
-        "--translate", help="StyleGAN3 only: X0,Y0:X1,Y1 moves the image along the walk; X,Y holds it"
+        "--translate",
+        help="StyleGAN3 only: X0,Y0:X1,Y1 moves the image along the walk; X,Y holds it "
+        "(write --translate=-1,0:1,0 when it starts with a minus)",
     )
-    p.add_argument("--rotate", help="StyleGAN3 only: DEG0:DEG1 turns the image along the walk; DEG holds it")
+    p.add_argument(
+        "--rotate",
+        help="StyleGAN3 only: DEG0:DEG1 turns the image along the walk; DEG holds it (--rotate=-30:30)",
+    )
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .webp")
     p.set_defaults(handler=_video)
 
