@@ -204,6 +204,10 @@ class AugmentPipe(torch.nn.Module):
     `*_max` are ranges (1 = full circle), translations are relative to the image size.
     """
 
+    p: torch.Tensor
+    Hz_geom: torch.Tensor
+    Hz_fbank: torch.Tensor
+
     def __init__(
         self,
         xflip: float = 0, rotate90: float = 0, xint: float = 0, xint_max: float = 0.125,

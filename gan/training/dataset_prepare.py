@@ -234,7 +234,7 @@ def _decode(data: bytes, limits: PrepareLimits, background: tuple[int, int, int]
         # Pillow warns above MAX_IMAGE_PIXELS and raises only at twice that; the warning is our limit.
         warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
         try:
-            img = PIL.Image.open(io.BytesIO(data))
+            img: PIL.Image.Image = PIL.Image.open(io.BytesIO(data))
         except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as exc:
             raise _Rejected(BOMB, str(exc)) from exc
         except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -274,14 +274,16 @@ def _square(
         if s < min_side:
             raise _Rejected(TOO_SMALL, f"{w}x{h}; the shorter side must be at least {min_side} px")
         left, top = (w - s) // 2, (h - s) // 2
-        return img.crop((left, top, left + s, top + s)).resize((resolution, resolution), PIL.Image.LANCZOS)
+        return img.crop((left, top, left + s, top + s)).resize(
+            (resolution, resolution), PIL.Image.Resampling.LANCZOS
+        )
     if transform == "pad":
         s = max(w, h)
         if min(w, h) < min_side:
             raise _Rejected(TOO_SMALL, f"{w}x{h}; the shorter side must be at least {min_side} px")
         canvas = PIL.Image.new("RGB", (s, s), background)
         canvas.paste(img, ((s - w) // 2, (s - h) // 2))
-        return canvas.resize((resolution, resolution), PIL.Image.LANCZOS)
+        return canvas.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
     # center-crop-wide, as dataset_tool.py's LSUN setup (--resolution=WxH on wide images): the full width
     # scaled to `resolution`, letterboxed on a black square canvas; a band taller than the square is
     # centre-cropped to it, so portraits come out as with center-crop.
@@ -293,8 +295,8 @@ def _square(
     if band >= resolution:
         s = w
         top = (h - s) // 2
-        return img.crop((0, top, w, top + s)).resize((resolution, resolution), PIL.Image.LANCZOS)
-    strip = img.resize((resolution, band), PIL.Image.LANCZOS)
+        return img.crop((0, top, w, top + s)).resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
+    strip = img.resize((resolution, band), PIL.Image.Resampling.LANCZOS)
     canvas = PIL.Image.new("RGB", (resolution, resolution), (0, 0, 0))
     canvas.paste(strip, (0, (resolution - band) // 2))
     return canvas
@@ -433,8 +435,9 @@ def _convert(
     used: set[str] = set()
     if label_map is not None:
         counts: dict[str, int] = {}
-        for key in label_map:
-            counts[posixpath.basename(key)] = counts.get(posixpath.basename(key), 0) + 1
+        for label_name in label_map:
+            base = posixpath.basename(label_name)
+            counts[base] = counts.get(base, 0) + 1
         basenames = {posixpath.basename(k): k for k in label_map if counts[posixpath.basename(k)] == 1}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +469,7 @@ def _convert(
                                 TOO_LARGE, f"the source exceeds {limits.max_total_bytes} bytes in all"
                             )
                         total_bytes += entry.size
-                        key = None
+                        key: str | None = None
                         if label_map is not None:
                             key = _lookup(label_map, entry.name, basenames)
                         img = _decode(entry.read(), limits, background)
@@ -490,8 +493,8 @@ def _convert(
                     report.unknown_labels = sorted(set(label_map) - used)
                 if report.accepted == 0:
                     reasons: dict[str, int] = {}
-                    for r in report.rejected:
-                        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+                    for rejection in report.rejected:
+                        reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
                     summary = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
                     raise NoUsableImagesError(
                         f"no usable images: all {len(report.rejected)} files were rejected ({summary or 'the source is empty'})",
