@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -73,7 +73,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=(Queue("inference"), Queue("training")),
+        task_queues=(Queue("inference"), Queue("training")),  # type: ignore[no-untyped-call]
         task_default_queue="inference",
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,
@@ -84,7 +84,9 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    )
     def run_job(self: Any, job_id: str) -> str:
         from worker.tasks.run import execute_job
 

@@ -7,7 +7,7 @@ import uuid
 import redis
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
-from kombu import Connection
+from kombu.connection import Connection
 
 from worker.db.migrate import head_revision
 from worker.db.session import make_engine
@@ -52,7 +52,7 @@ def check_broker(settings: Settings) -> tuple[bool, str]:
             finally:
                 client.close()
         else:
-            with Connection(url, connect_timeout=timeout) as conn:
+            with Connection(url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
                 conn.ensure_connection(max_retries=1, timeout=timeout)
         return True, "broker answered"
     except Exception as exc:

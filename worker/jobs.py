@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -127,9 +127,15 @@ def _move(
         .values(state=target.value, updated_at=utcnow(), **(values or {}))
         .execution_options(synchronize_session=False)
     )
-    moved = session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    moved = _updated_one(session, stmt)
     session.commit()
     return moved
+
+
+def _updated_one(session: Session, stmt: sa.Update) -> bool:
+    """Run a conditional UPDATE by primary key; True when it matched the row."""
+    result = cast("sa.CursorResult[Any]", session.execute(stmt))
+    return result.rowcount == 1
 
 
 def _reload(session: Session, job_id: str) -> Job | None:
@@ -324,7 +330,7 @@ def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: floa
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    renewed = session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    renewed = _updated_one(session, stmt)
     session.commit()
     return renewed
 
@@ -346,7 +352,7 @@ def set_progress(
         .values(progress=progress, progress_detail=dict(detail or {}), updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    updated = session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    updated = _updated_one(session, stmt)
     session.commit()
     if not updated:
         raise _lease_lost(session, job_id, worker_id)
@@ -426,7 +432,7 @@ def request_cancel(session: Session, job_id: str, *, owner_key: str | None = Non
         .values(cancel_requested=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    flagged = session.execute(flag).rowcount == 1  # type: ignore[attr-defined]
+    flagged = _updated_one(session, flag)
     session.commit()
     job = get_job(session, job_id)
     if not flagged and job.state != JobState.CANCELED:

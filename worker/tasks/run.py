@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gan.errors import GanError
 from worker import jobs
+from worker.db.models import Job
 from worker.settings import Settings
 from worker.tasks import JOB_KINDS
 from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
@@ -96,7 +97,7 @@ def execute_job(
         heartbeat.stopped.set()
 
 
-def _run_handler(sessions: sessionmaker[Session], job: jobs.Job, ctx: JobContext, worker_id: str) -> Outcome:
+def _run_handler(sessions: sessionmaker[Session], job: Job, ctx: JobContext, worker_id: str) -> Outcome:
     kind = JOB_KINDS.get(job.kind)
     try:
         if kind is None:
