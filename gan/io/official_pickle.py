@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gan.config import (
+    Architecture,
     DiscriminatorConfig,
     GeneratorConfig,
     MappingConfig,
@@ -129,7 +130,9 @@ def generator_config_from_official(record: PersistentRecord) -> GeneratorConfig:
         synth = _take(kw, _SG3_SYNTHESIS_KEYS, "Generator init_kwargs")
         mapping_kw.setdefault("num_layers", 2)
         mapping_kw.setdefault("w_avg_beta", 0.998)
-        architecture = "stylegan3-r" if synth.get("use_radial_filters", False) else "stylegan3-t"
+        architecture: Architecture = (
+            "stylegan3-r" if synth.get("use_radial_filters", False) else "stylegan3-t"
+        )
         synthesis: StyleGAN2SynthesisConfig | StyleGAN3SynthesisConfig = StyleGAN3SynthesisConfig(**synth)
     else:
         synth = _take(kw.pop("synthesis_kwargs", {}) or {}, _SG2_SYNTHESIS_KEYS, "synthesis_kwargs")
