@@ -21,5 +21,6 @@ fi
 .venv/bin/pip install torch==2.13.0
 .venv/bin/pip install -e '.[test]'
 
-# `exec` hands pytest's exit status straight to the caller (and so to CI).
-exec .venv/bin/python -m pytest tests "$@"
+# `exec` hands pytest's exit status straight to the caller (and so to CI). With no arguments pytest
+# runs pyproject's testpaths (all of tests/); arguments narrow it (`scripts/test.sh tests/api -x`).
+exec .venv/bin/python -m pytest "$@"
