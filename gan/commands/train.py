@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--tick", type=float, default=4.0, help="kimg per tick (may be fractional)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep besides the best")
     p.add_argument("--metrics", default="", help="comma-separated metrics (e.g. fid50k_full), or none")
+    p.add_argument("--detector", help="Inception detector for --metrics (path or URL; default: official URL)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact reruns)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -107,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         tick=args.tick,
         keep=args.keep,
         metrics=metrics,
+        detector=args.detector,
         seed=args.seed,
         deterministic=args.deterministic,
         device=args.device,

@@ -85,6 +85,7 @@ class TrainOptions:
     tick: float = 4.0
     keep: int = 3  # checkpoints kept besides the best by the first metric
     metrics: tuple[str, ...] = ()
+    detector: str | None = None  # Inception file (path or URL) for the metrics; None: the official URL
     seed: int = 0
     deterministic: bool = False
     device: Literal["cpu", "cuda"] | None = None  # None: cuda when available
@@ -698,8 +699,8 @@ def _train(
         tick_stats.clear()
 
         snapshot = done or cur_tick % options.snap == 0
-        if snapshot and options.metrics:
-            metrics = _evaluate_metrics(options, G_ema, device, env)
+        if snapshot and options.metrics and env.is_main:  # the other ranks wait at the next all-reduce
+            metrics = _evaluate_metrics(options, G_ema, device)
             stats_line.update({f"Metrics/{k}": v for k, v in metrics.items()})
         if snapshot and env.is_main:
             callback.on_preview(render_previews(outdir / f"fakes{cur_nimg // 1000:06d}.png"))
@@ -786,12 +787,12 @@ def _write_checkpoint(
     return ckpt_io.save_checkpoint(outdir / ckpt_io.checkpoint_name(counters["cur_nimg"]), tensors, meta)
 
 
-def _evaluate_metrics(
-    options: TrainOptions, G_ema: nn.Module, device: torch.device, env: DistEnv
-) -> dict[str, float]:
+def _evaluate_metrics(options: TrainOptions, G_ema: nn.Module, device: torch.device) -> dict[str, float]:
     from gan.metrics import compute_metrics
 
-    results = compute_metrics(list(options.metrics), G=G_ema, data=Path(options.data), device=device)
+    results = compute_metrics(
+        list(options.metrics), G=G_ema, data=Path(options.data), detector=options.detector, device=device
+    )
     return {k: float(v) for k, v in results.items()}
 
 
