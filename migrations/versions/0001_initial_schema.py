@@ -44,10 +44,10 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
         sa.CheckConstraint(
-            "state IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name="ck_jobs_state"
+            "state IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name=op.f("ck_jobs_state")
         ),
-        sa.CheckConstraint("progress >= 0 AND progress <= 1", name="ck_jobs_progress"),
-        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="ck_jobs_attempts"),
+        sa.CheckConstraint("progress >= 0 AND progress <= 1", name=op.f("ck_jobs_progress")),
+        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name=op.f("ck_jobs_attempts")),
     )
     op.create_index(
         "uq_jobs_owner_idempotency",
@@ -80,8 +80,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_models"),
         sa.UniqueConstraint("sha256", name="uq_models_sha256"),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_models_job_id_jobs", ondelete="SET NULL"),
-        sa.CheckConstraint("architecture IN ('stylegan2', 'stylegan3')", name="ck_models_architecture"),
-        sa.CheckConstraint("resolution > 0 AND z_dim >= 0 AND w_dim > 0 AND c_dim >= 0", name="ck_models_dims"),
+        sa.CheckConstraint("architecture IN ('stylegan2', 'stylegan3')", name=op.f("ck_models_architecture")),
+        sa.CheckConstraint(
+            "resolution > 0 AND z_dim >= 0 AND w_dim > 0 AND c_dim >= 0", name=op.f("ck_models_dims")
+        ),
     )
     op.create_index("ix_models_owner_key", "models", ["owner_key"])
 
@@ -100,7 +102,7 @@ def upgrade() -> None:
         sa.Column("owner_key", sa.String(128), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_datasets"),
-        sa.CheckConstraint("image_count >= 0 AND resolution > 0", name="ck_datasets_sizes"),
+        sa.CheckConstraint("image_count >= 0 AND resolution > 0", name=op.f("ck_datasets_sizes")),
     )
     op.create_index("ix_datasets_sha256", "datasets", ["sha256"])
     op.create_index("ix_datasets_owner_key", "datasets", ["owner_key"])
@@ -136,7 +138,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_artifacts"),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_artifacts_job_id_jobs", ondelete="CASCADE"),
-        sa.CheckConstraint("size_bytes >= 0", name="ck_artifacts_size"),
+        sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_artifacts_size")),
     )
     op.create_index("ix_artifacts_job_id", "artifacts", ["job_id"])
     op.create_index("ix_artifacts_owner_key", "artifacts", ["owner_key"])

@@ -74,8 +74,17 @@ class Model(Base):
 
     __tablename__ = "models"
     __table_args__ = (
-        sa.CheckConstraint("architecture IN ('stylegan2', 'stylegan3')", name="architecture"),
+        sa.CheckConstraint(
+            "architecture IN ('stylegan2', 'stylegan3-t', 'stylegan3-r')", name="architecture"
+        ),
         sa.CheckConstraint("resolution > 0 AND z_dim >= 0 AND w_dim > 0 AND c_dim >= 0", name="dims"),
+        # A file is stored once by sha256, but each owner has their own row (and sees only that).
+        sa.Index(
+            "uq_models_owner_sha256",
+            sa.func.coalesce(sa.column("owner_key"), ""),
+            sa.column("sha256"),
+            unique=True,
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
@@ -88,8 +97,13 @@ class Model(Base):
     c_dim: Mapped[int]
     num_ws: Mapped[int]
     file_key: Mapped[str] = mapped_column(sa.String(500))
-    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    # The format the file came in: "ours" (safetensors + JSON), "official-pkl" or "tf-pkl".
+    format: Mapped[str] = mapped_column(sa.String(32), default="ours", server_default="ours")
+    # gan.config.GeneratorConfig.to_dict() of the stored generator.
+    config: Mapped[dict[str, Any] | None]
+    num_params: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # Where it came from: "upload", "import:<url or file name>", "training:<job id>".
     source: Mapped[str] = mapped_column(sa.String(500))
     license_note: Mapped[str | None] = mapped_column(sa.Text)
@@ -116,6 +130,8 @@ class Dataset(Base):
     # Files left out while preparing, with the reason: [{"name": ..., "reason": ...}, ...].
     rejected: Mapped[list[Any]] = mapped_column(default=list)
     owner_key: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    # The job that prepared it, for uploads too large to prepare within the request.
+    job_id: Mapped[str | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -161,6 +177,42 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(200))
     # sha256 of the canonical request (kind, queue, params): a replayed key must carry the same request.
     request_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    # POSTed (HMAC-signed) when the job reaches a terminal state; see webhook_deliveries.
+    webhook_url: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class JobEvent(Base):
+    """An append-only log of what a job did (progress, preview, checkpoint, state), for the SSE stream.
+
+    The integer id orders events and is the SSE event id, so a client resumes with Last-Event-ID.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (sa.Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(sa.String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One notification of a job's terminal state, retried with backoff until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None]
 
 
 class Checkpoint(Base):
