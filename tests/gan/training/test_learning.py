@@ -1,7 +1,7 @@
 """Training must actually learn: on a trivially learnable set, generated statistics approach the data's.
 
 Data: 64 solid-colour 16 px images, colour ~ N((200, 60, 40), 8^2) per channel. After 1 kimg (125
-iterations of 8, about 1-2 CPU minutes) the mean colour of 64 generated images must be within 30 grey
+iterations of 8; seconds to a minute of CPU) the mean colour of 64 generated images must be within 30 grey
 levels of the data's (measured: 189 at the start, 5.5 after) and 5x closer than at the start, and the
 images must be flatter (spatial std halved; measured 56 -> 20).
 """
