@@ -111,8 +111,6 @@ def load_vgg16_lpips(
 
 
 class SimpleFeatureDistance(torch.nn.Module):
-    weight: torch.Tensor
-
     """A fixed, untrained multi-scale feature distance, FOR TESTS AND OFFLINE USE ONLY.
 
     It is not LPIPS and says nothing about perceptual similarity beyond "these pixels and their local
@@ -123,6 +121,8 @@ class SimpleFeatureDistance(torch.nn.Module):
     Each scale's block is divided by the square root of its size so that every scale weighs the same
     whatever the resolution, and the distance at a scale is a mean squared difference.
     """
+
+    weight: torch.Tensor  # [channels, 3, 3, 3]
 
     def __init__(self, channels: int = 16, num_scales: int = 3, seed: int = 0) -> None:
         super().__init__()
