@@ -63,6 +63,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _data_dir(text: str) -> Path:
     path = Path(text).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -82,6 +92,13 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:  # typ
         "--no-worker",
         action="store_true",
         help="serve the API only; jobs wait in the broker for a `stylegan worker` elsewhere",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=WORKER_GRACE_SECONDS,
+        metavar="SECONDS",
+        help=f"on stop, how long the worker may finish its job before it is killed (default {WORKER_GRACE_SECONDS:.0f})",
     )
     serve.set_defaults(handler=_serve)
 
@@ -136,7 +153,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from worker.db.migrate import upgrade_head
-    from worker.embedded import EmbeddedBroker
+    from worker.embedded import EmbeddedBroker, EmbeddedBrokerError
 
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,12 +168,16 @@ def _serve(args: argparse.Namespace) -> int:
             # The worker child finds this broker through the same data directory (its state file), so
             # the URL, which carries the broker's password, never goes into the environment.
             broker = EmbeddedBroker(settings.data_dir)
-            broker.start()
+            try:
+                broker.start()
+            except EmbeddedBrokerError as exc:
+                sys.stderr.write(f"stylegan serve: error: {exc}\n")
+                return 1
             stack.callback(broker.stop)
             sys.stderr.write(f"stylegan serve: embedded broker running under {broker.dir}\n")
         if not args.no_worker:
             worker = _spawn_worker(queues=QUEUES)
-            stack.callback(_stop_worker, worker, WORKER_GRACE_SECONDS)
+            stack.callback(_stop_worker, worker, args.shutdown_grace)
 
         from api.app import create_app
 
@@ -187,7 +208,9 @@ def _stop_worker(process: subprocess.Popen[bytes], grace_seconds: float) -> None
         process.wait(timeout=grace_seconds)
     except subprocess.TimeoutExpired:
         sys.stderr.write(f"stylegan serve: worker still busy after {grace_seconds:.0f}s, killing it\n")
-        process.kill()
+        # The whole group: the pool's child processes too. Its job is re-run once the lease expires.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

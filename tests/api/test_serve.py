@@ -83,11 +83,29 @@ def serve_log(tmp_path: Path) -> Iterator[Path]:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, does not count)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state != "Z"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def job_row(data_dir: Path, job_id: str) -> dict[str, Any]:
@@ -154,3 +172,21 @@ def test_queued_job_survives_a_restart_of_serve(data_dir: Path, serve_log: Path)
         assert job["state"] == "succeeded" and job["attempts"] == 1
     finally:
         assert second.stop(signal.SIGTERM) == 0
+
+
+def test_a_busy_worker_is_killed_after_the_grace_period(data_dir: Path, serve_log: Path) -> None:
+    serve = Serve(data_dir, serve_log, "--shutdown-grace", "1")
+    serve.wait_ready()
+    job_id = serve.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 120}}).json()["id"]
+    wait_for(lambda: serve.job(job_id)["progress"] > 0, 60, "the long probe to report progress")
+    spawned = descendants(serve.process.pid)
+    assert len(spawned) >= 3, "serve should have a broker, a worker and its pool child"
+
+    started = time.monotonic()
+    assert serve.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 20, "the 120 s job must not hold up the stop"
+    # Killed children may linger a moment as zombies until init reaps them.
+    wait_for(lambda: not [pid for pid in spawned if alive(pid)], 10, f"processes {spawned} to be gone")
+    # The job was not finished by anyone: it stays running until its lease expires and it is re-run.
+    assert job_row(data_dir, job_id)["state"] == "running"
+    assert "killing it" in serve_log.read_text()
