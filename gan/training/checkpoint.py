@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -207,7 +207,9 @@ def load_optimizer(opt: torch.optim.Optimizer, prefix: str, ckpt: TrainingCheckp
 
 def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Every random state a training step reads, as JSON-able data."""
-    mt, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    mt, keys, pos, has_gauss, cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
@@ -254,5 +256,5 @@ def export_generator(checkpoint_or_G_ema: Path | str | nn.Module, path: Path | s
         G_ema = build_generator(GeneratorConfig.from_dict(ckpt.meta["G_config"]))
         G_ema.load_state_dict(ckpt.module_state("G_ema"))
     G_ema = G_ema.eval().requires_grad_(False)
-    save_generator(G_ema, Path(path))
+    save_generator(G_ema, Path(path))  # type: ignore[arg-type]  # a gan.generator.Generator
     return Path(path)

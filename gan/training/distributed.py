@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ def broadcast_module_(module: nn.Module, env: DistEnv) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
-def average_gradients_(params: list[torch.Tensor], env: DistEnv) -> None:
+def average_gradients_(params: Sequence[torch.Tensor], env: DistEnv) -> None:
     """Mean of the gradients across ranks in one all-reduce; NaN/inf replaced as official (1e5 clamp).
 
     The replacement also runs in a single process, so one bad micro-batch cannot poison Adam's moments.

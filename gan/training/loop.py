@@ -585,7 +585,9 @@ def _train(
     grid_idx = np.resize(grid_idx, grid[0] * grid[1])
     grid_reals, grid_c = _load_batch(dataset, grid_idx)
     grid_z = torch.from_numpy(
-        np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in range(len(grid_idx))])
+        np.concatenate(
+            [np.random.RandomState(s).randn(1, setup.G_config.z_dim) for s in range(len(grid_idx))]
+        )
     ).float()
 
     def render_previews(path: Path) -> Path:
@@ -605,8 +607,8 @@ def _train(
 
     stream = _BatchStream(options.seed, len(dataset), data_pos, batch, env)
     workers = options.workers if options.workers is not None else (3 if device.type == "cuda" else 0)
-    loader = torch.utils.data.DataLoader(
-        dataset,
+    loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+        dataset,  # type: ignore[arg-type]
         batch_sampler=stream,  # type: ignore[arg-type]
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -629,7 +631,7 @@ def _train(
         real_img, real_c = next(data_iter)
         real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
         real_c = real_c.to(device).split(batch_gpu)
-        all_z = torch.randn([len(phases), batch, G.z_dim], generator=latents)
+        all_z = torch.randn([len(phases), batch, setup.G_config.z_dim], generator=latents)
         label_idx = torch.randint(len(dataset), [len(phases), batch], generator=latents)
         if c_dim:
             all_c = torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in label_idx.flatten()]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,9 @@ class StyleGANLoss:
         observe_real: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         """`observe_real` receives D's logits on the reals of every D phase: ADA's overfitting signal."""
-        self.G = G
-        self.D = D
+        # Any: `mapping`/`synthesis` are submodules with keyword signatures nn.Module cannot express.
+        self.G: Any = G
+        self.D: Any = D
         self.config = config
         self.augment_pipe = augment_pipe
         self.observe_real = observe_real
