@@ -69,7 +69,10 @@ class VGG16LPIPS:
     """LPIPS with NVIDIA's TorchScript VGG16. `name` and `sha256` identify the file it came from."""
 
     def __init__(self, module: Any, name: str, sha256: str) -> None:
-        self.module = module.eval().requires_grad_(False)  # we differentiate w.r.t. images only
+        # Gradients flow to the images only; ScriptModules lack requires_grad_, so set it per parameter.
+        self.module = module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
         self.name = name
         self.sha256 = sha256
 
