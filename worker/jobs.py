@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from worker.db.models import Job, utcnow
+from worker.events import add_event
 
 QueueName = Literal["inference", "training"]
 QUEUES: tuple[QueueName, ...] = ("inference", "training")
@@ -128,6 +129,15 @@ def _move(
         .execution_options(synchronize_session=False)
     )
     moved = _updated_one(session, stmt)
+    if moved:
+        # The SSE log gets every transition in the same transaction as the move itself.
+        error = (values or {}).get("error")
+        add_event(
+            session,
+            job_id,
+            "state",
+            {"state": target.value, **({"error": error} if isinstance(error, str) else {})},
+        )
     session.commit()
     return moved
 

@@ -69,6 +69,25 @@ class Settings(BaseSettings):
     # --- webhooks: HMAC key for signing outgoing job notifications (None = unsigned)
     webhook_secret: str | None = None
 
+    # --- datasets (POST /v1/datasets) and training jobs
+    # Uploads up to this many bytes are prepared within the request (201); larger ones become a
+    # `dataset_prepare` job (202). 64 MiB of photos prepare in well under a minute on one core.
+    dataset_inline_max_bytes: int = Field(default=64 * 1024**2, ge=0)
+    # Limits on what one upload may hold (passed to gan.training.dataset_prepare.PrepareLimits).
+    dataset_max_files: int = Field(default=100_000, gt=0)
+    dataset_max_file_bytes: int = Field(default=256 * 1024**2, gt=0)
+    dataset_max_uncompressed_bytes: int = Field(default=20 * 1024**3, gt=0)
+    # PNG and JPEG barely compress; a zip entry shrunk more than this is a bomb.
+    dataset_max_compression_ratio: float = Field(default=200.0, ge=1, allow_inf_nan=False)
+    dataset_max_image_pixels: int = Field(default=89_478_485, gt=0)  # Pillow's own bomb limit
+    dataset_thumbnails: int = Field(default=8, ge=0, le=64)
+    # The SSE stream (GET /v1/jobs/{id}/events) polls the job_events table this often, so it works
+    # whichever process or machine wrote the events, and sends a keep-alive comment when idle this long.
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # Where training jobs keep their run folders while they train (under data_dir when unset).
+    training_dir: Path | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
@@ -112,7 +131,14 @@ class Settings(BaseSettings):
             raise ValueError("broker_url must be a redis://, rediss://, redis+socket:// or amqp:// URL")
         return url
 
-    @field_validator("job_lease_seconds", "heartbeat_seconds", "broker_timeout_seconds", "reconcile_seconds")
+    @field_validator(
+        "job_lease_seconds",
+        "heartbeat_seconds",
+        "broker_timeout_seconds",
+        "reconcile_seconds",
+        "events_poll_seconds",
+        "events_keepalive_seconds",
+    )
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):

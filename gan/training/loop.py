@@ -236,13 +236,20 @@ class _Setup:
 
 
 def load_pickle_networks(path: Path) -> dict[str, nn.Module]:
-    """G, D and G_ema, those present, from an official PyTorch or TensorFlow pickle (safe import)."""
+    """G, D and G_ema, those present, from an official PyTorch or TensorFlow pickle (safe import), or G_ema
+    alone from our generator file."""
     from gan.io.limits import DEFAULT_LIMITS
     from gan.io.official_pickle import networks_from_official
     from gan.io.safe_pickle import TFNetworkRecord, is_pickle, read_bytes_bounded, safe_loads
     from gan.io.tf_pickle import networks_from_tf
 
     data = read_bytes_bounded(path, DEFAULT_LIMITS)
+    if len(data) >= 9 and data[8:9] == b"{":
+        # Our generator file (what the service stores for every model): it holds G_ema alone, so G starts
+        # from it and D from scratch, as the official resume of a pickle without D (require_all=False).
+        from gan.io.checkpoint import load_generator
+
+        return {"G_ema": load_generator(path)}
     if not is_pickle(data[:2]):
         raise GanError(f"--resume {path.name}: neither a network pickle nor a training checkpoint")
     obj = safe_loads(data, DEFAULT_LIMITS)
