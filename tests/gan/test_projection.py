@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 from pathlib import Path
@@ -26,6 +27,7 @@ from gan.io.checkpoint import save_generator
 from gan.perceptual import SimpleFeatureDistance, load_vgg16_lpips
 from gan.projection import (
     ProjectionStep,
+    Space,
     learning_rate,
     noise_regularization,
     prepare_target,
@@ -79,12 +81,12 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("space", ["w", "w+"])
-def test_projection_recovers_a_generated_image(G: Generator, space: str) -> None:
+def test_projection_recovers_a_generated_image(G: Generator, space: Space) -> None:
     ws_true, target = known_target(G)
     before = {k: v.clone() for k, v in G.state_dict().items()}
     result = project(
         G, target, perceptual=SimpleFeatureDistance(), space=space, num_steps=STEPS, w_avg_samples=SAMPLES
-    )  # type: ignore[arg-type]
+    )
 
     assert result.ws.shape == (1, G.num_ws, G.w_dim)
     assert result.image.shape == (16, 16, 3) and result.image.dtype == np.uint8
@@ -238,7 +240,7 @@ class StandInVGG(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(1)
-        self.register_buffer("weight", torch.randn([8, 3, 3, 3], generator=g))
+        self.weight = torch.nn.Parameter(torch.randn([8, 3, 3, 3], generator=g))  # a parameter, as VGG's
 
     def forward(
         self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False
@@ -248,7 +250,8 @@ class StandInVGG(torch.nn.Module):
         f = F.conv2d(img / 127.5 - 1, self.weight, padding=1)  # [N, 8, H, W]
         if return_lpips:  # unit length across channels, then averaged over positions (as LPIPS)
             f = f / (f.square().sum(dim=1, keepdim=True) + 1e-10).sqrt()
-            return f.flatten(1) / float(f.shape[2] * f.shape[3]) ** 0.5
+            positions = f.shape[2] * f.shape[3]
+            return f.flatten(1) / math.sqrt(positions)
         return f.mean(dim=(2, 3))
 
 
@@ -290,6 +293,11 @@ def test_vgg16_plain_torchscript_with_sha256(tmp_path: Path) -> None:
     want = (ref(a, False, True) - ref(b, False, True)).square().sum(dim=1)
     torch.testing.assert_close(lpips(a, b), want)
     assert float(lpips(a, a).abs().max()) == 0.0
+    # Gradients reach the images and stop there: the network's weights are frozen.
+    assert not any(p.requires_grad for p in lpips.module.parameters())
+    a.requires_grad_(True)
+    lpips(a, b).sum().backward()
+    assert a.grad is not None and float(a.grad.abs().sum()) > 0
     with pytest.raises(FormatError, match="sha256 mismatch"):
         load_vgg16_lpips(path, sha256="0" * 64)
 
@@ -346,7 +354,7 @@ def test_cli_writes_the_official_outputs(tmp_path: Path, cli_files: dict[str, Pa
     assert np.array_equal(proj, render_ws(G, torch.from_numpy(w))[0])  # the PNG is the npz rendered
     target = np.array(PIL.Image.open(out / "target.png"))
     assert np.array_equal(target, known_target(G)[1])  # centre crop undid the padding
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # type: ignore[import-untyped]
 
     reader = imageio_ffmpeg.read_frames(str(out / "proj.mp4"))
     meta = next(reader)
