@@ -203,6 +203,12 @@ def _load_any(path: str | os.PathLike[str], limits: ReadLimits) -> LoadedNetwork
     raise FormatError("not a network file we read (neither safetensors nor a pickle)")
 
 
+def read_network(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIMITS) -> LoadedNetwork:
+    """Like `load_network`, with the format the file came in, its metadata and sha256, from one read
+    (the service's model import needs all four and should not parse a large pickle twice)."""
+    return _load_any(path, limits)
+
+
 def load_network(
     path: str | os.PathLike[str], device: str | torch.device = "cpu", limits: ReadLimits = DEFAULT_LIMITS
 ) -> Generator:
@@ -272,10 +278,12 @@ def inspect_network(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_L
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LoadedNetwork",
     "NetworkInfo",
     "convert_network",
     "inspect_network",
     "load_generator",
     "load_network",
+    "read_network",
     "save_generator",
 ]
