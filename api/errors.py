@@ -92,6 +92,16 @@ class PayloadTooLarge(ApiError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class Forbidden(ApiError):
+    """The caller sees the resource but may not do this to it (the shared demo model cannot be deleted)."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class RangeNotSatisfiable(ApiError):
+    status, title, slug = 416, "Range not satisfiable", "range-not-satisfiable"
+
+
 class ServiceUnavailable(ApiError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"
 

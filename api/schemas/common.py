@@ -48,9 +48,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIPTIONS = {
     400: "Malformed request.",
     401: "Missing or wrong API key.",
+    403: "The resource is visible to this key but the operation is not allowed on it.",
     404: "No such resource visible to this key.",
     409: "The resource is in a state that forbids this.",
     413: "Request body over the size limit.",
+    416: "The requested byte range lies outside the file; `Content-Range` gives its size.",
     422: "The request names an impossible value; `detail` names the field.",
     503: "A dependency (database, broker, storage) is unreachable.",
 }
