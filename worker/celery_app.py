@@ -23,6 +23,7 @@ from worker.db.models import Job
 from worker.db.session import make_engine, make_session_factory
 from worker.embedded import embedded_broker_url
 from worker.settings import Settings
+from worker.tasks.webhook import register_webhook_task, relay_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_name = self.request.hostname or "worker"
         return execute_job(settings, process_sessions(settings), job_id, worker_name)
 
+    register_webhook_task(app, settings)
     return app
 
 
@@ -141,6 +143,8 @@ class Reconciler(threading.Thread):
                     job.attempts + 1,
                 )
                 enqueue(self.celery_app, job)
+            # The webhook outbox relay rides on the same loop (worker/webhooks.py).
+            relay_webhooks(session, self.celery_app, self.settings)
         return requeued
 
     def run(self) -> None:

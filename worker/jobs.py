@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from worker.db.models import Job, utcnow
 from worker.events import add_event
+from worker.webhooks import record_terminal
 
 QueueName = Literal["inference", "training"]
 QUEUES: tuple[QueueName, ...] = ("inference", "training")
@@ -138,6 +139,9 @@ def _move(
             "state",
             {"state": target.value, **({"error": error} if isinstance(error, str) else {})},
         )
+        if target in TERMINAL_STATES:
+            # Its webhook notification too (an outbox row; see worker/webhooks.py).
+            record_terminal(session, job_id)
     session.commit()
     return moved
 
@@ -172,11 +176,13 @@ def submit_job(
     owner_key: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
+    webhook_url: str | None = None,
 ) -> tuple[Job, bool]:
     """Like `create_job`, and also says whether the job is new (False: an idempotent replay).
 
     The params are checked and normalised by the job kind (`worker.tasks.validate_params`) so no job
-    row can carry params its handler would refuse.
+    row can carry params its handler would refuse. `webhook_url` (already checked by the caller, see
+    worker/net.py) is POSTed when the job ends (worker/webhooks.py).
     """
     from worker.tasks import queue_for, validate_params
 
@@ -204,6 +210,7 @@ def submit_job(
         owner_key=owner_key,
         idempotency_key=idempotency_key,
         request_hash=digest if idempotency_key is not None else None,
+        webhook_url=webhook_url,
     )
     session.add(job)
     try:
@@ -229,6 +236,7 @@ def create_job(
     owner_key: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
+    webhook_url: str | None = None,
 ) -> Job:
     """Write a queued job and commit; enqueue it (`worker.celery_app.enqueue`) only after this returns.
 
@@ -244,6 +252,7 @@ def create_job(
         owner_key=owner_key,
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
+        webhook_url=webhook_url,
     )
     return job
 

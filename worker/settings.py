@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -88,6 +89,33 @@ class Settings(BaseSettings):
     # Where training jobs keep their run folders while they train (under data_dir when unset).
     training_dir: Path | None = None
 
+    # --- projections, webhooks, per-key quotas (issue 5 items 5, 9, 10)
+    # Outgoing requests to user-given URLs (webhooks, URL imports) refuse hosts that resolve to loopback,
+    # private, link-local or reserved addresses (see worker/net.py); tests and one-machine setups allow them.
+    allow_private_urls: bool = False
+    # Webhook deliveries: attempt n waits base * 2**(n-1) seconds after the previous one, capped at max.
+    # With the defaults, 8 attempts cover about 21 minutes before the delivery is marked failed.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_base_delay_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_delay_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Per API key, only when api_keys is set (None = no limit): jobs queued or running at once, and the
+    # bytes of the key's models, datasets and job artifacts together.
+    quota_max_active_jobs: int | None = Field(default=16, ge=1)
+    quota_max_storage_bytes: int | None = Field(default=50 * 1024**3, ge=0)
+    # Projection (POST /v1/models/{id}/projections): step cap, and limits on the uploaded target image.
+    projection_max_steps: int = Field(default=5000, ge=1)
+    projection_max_image_bytes: int = Field(default=64 * 1024**2, gt=0)
+    projection_max_image_pixels: int = Field(default=4096 * 4096, gt=0)
+    # The perceptual distance: NVIDIA's VGG16 LPIPS file (vgg16_path if set, else vgg16_url, downloaded
+    # once into data_dir/cache/detectors and checked against vgg16_sha256 when given), or "simple", a
+    # fixed random-filter stand-in (gan.perceptual.SimpleFeatureDistance) for tests and offline use whose
+    # projections are visibly blurrier.
+    projection_distance: Literal["vgg16", "simple"] = "vgg16"
+    vgg16_path: Path | None = None
+    vgg16_url: str = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
+    vgg16_sha256: str | None = None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
@@ -144,6 +172,27 @@ class Settings(BaseSettings):
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
+
+    @field_validator("webhook_base_delay_seconds", "webhook_max_delay_seconds", "webhook_timeout_seconds")
+    @classmethod
+    def _finite_webhook_seconds(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @field_validator("vgg16_url")
+    @classmethod
+    def _check_vgg16_url(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("vgg16_url must be an http(s) URL; use vgg16_path for a local file")
+        return url
+
+    @field_validator("vgg16_sha256")
+    @classmethod
+    def _check_vgg16_sha256(cls, digest: str | None) -> str | None:
+        if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("vgg16_sha256 must be 64 lowercase hex digits")
+        return digest
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:
