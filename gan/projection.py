@@ -136,7 +136,7 @@ def _target_chw(target: torch.Tensor | np.ndarray, resolution: int) -> torch.Ten
     )
 
 
-def _perceptual_size(images: torch.Tensor) -> torch.Tensor:
+def perceptual_resize(images: torch.Tensor) -> torch.Tensor:
     """[N, 3, H, W] -> at most 256 px, by area averaging as the official projector."""
     if images.shape[2] > PERCEPTUAL_SIZE:
         images = F.interpolate(images, size=(PERCEPTUAL_SIZE, PERCEPTUAL_SIZE), mode="area")
@@ -201,7 +201,8 @@ ProjectionCallback = Callable[[ProjectionStep], bool | None]
 @dataclass(frozen=True)
 class ProjectionResult:
     ws: torch.Tensor  # [1, num_ws, w_dim] float32, CPU: the projected w (the official npz's "w")
-    w_steps: torch.Tensor | None  # [steps_done, num_ws, w_dim]: ws after each step (for the video)
+    # [steps_done, num_ws, w_dim]: ws after each step, for the video (space "w": a broadcast view).
+    w_steps: torch.Tensor | None
     losses: list[float]  # per step
     distances: list[float]  # per step
     image: np.ndarray  # uint8 [H, W, 3]: `ws` rendered with the model's constant noise
@@ -296,7 +297,7 @@ def project(
     num_ws, w_dim = G_opt.num_ws, G_opt.w_dim
     w_avg, w_std = w_stats(G_opt, w_avg_samples, dev, c)
     perceptual = perceptual.to(dev)
-    target_features = perceptual.features(_perceptual_size(target_img)).detach()  # [1, D]
+    target_features = perceptual.features(perceptual_resize(target_img)).detach()  # [1, D]
 
     gen = torch.Generator(device=dev).manual_seed(seed)
     noise_maps = [buf for name, buf in G_opt.synthesis.named_buffers() if "noise_const" in name]
@@ -323,7 +324,7 @@ def project(
         w_noise = torch.randn(w_opt.shape, generator=gen, device=dev) * scale
         ws = (w_opt + w_noise).expand(1, num_ws, w_dim)
         synth = G_opt.synthesis(ws, noise_mode="const")  # [1, 3, R, R] in about [-1, 1]
-        synth_features = perceptual.features(_perceptual_size((synth + 1) * (255 / 2)))
+        synth_features = perceptual.features(perceptual_resize((synth + 1) * (255 / 2)))
         dist = (target_features - synth_features).square().sum()
         reg = noise_regularization(noise_maps) if noise_maps else torch.zeros([], device=dev)
         loss = dist + regularize_noise_weight * reg
@@ -364,7 +365,7 @@ def project(
             buf.requires_grad_(False).copy_(original)
         image = G_opt.synthesis(final_ws.to(dev), noise_mode="const")
         final_dist = float(
-            (target_features - perceptual.features(_perceptual_size((image + 1) * (255 / 2)))).square().sum()
+            (target_features - perceptual.features(perceptual_resize((image + 1) * (255 / 2)))).square().sum()
         )
     return ProjectionResult(
         ws=final_ws,

@@ -30,6 +30,7 @@ from gan.projection import (
     Space,
     learning_rate,
     noise_regularization,
+    perceptual_resize,
     prepare_target,
     project,
     render_ws,
@@ -40,7 +41,7 @@ STEPS = 100
 SAMPLES = 1000
 
 
-def tiny_generator(architecture: str) -> Generator:
+def tiny_generator(architecture: str, c_dim: int = 0) -> Generator:
     torch.manual_seed(0)
     if architecture == "stylegan2":
         synthesis: StyleGAN2SynthesisConfig | StyleGAN3SynthesisConfig = StyleGAN2SynthesisConfig(
@@ -52,6 +53,7 @@ def tiny_generator(architecture: str) -> Generator:
         architecture=architecture,  # type: ignore[arg-type]
         z_dim=16,
         w_dim=16,
+        c_dim=c_dim,
         img_resolution=16,
         mapping=MappingConfig(num_layers=2),
         synthesis=synthesis,
@@ -186,8 +188,27 @@ def test_bad_arguments_fail_early() -> None:
         project(G, target, perceptual=d, num_steps=1, w_avg_samples=2, class_idx=1)  # unconditional
 
 
+def test_conditional_model_needs_a_class() -> None:
+    G = tiny_generator("stylegan2", c_dim=3)
+    target = np.full((16, 16, 3), 128, np.uint8)
+    with pytest.raises(GanError, match="conditional"):
+        project(G, target, perceptual=SimpleFeatureDistance(), num_steps=2, w_avg_samples=10)
+    result = project(
+        G, target, perceptual=SimpleFeatureDistance(), num_steps=2, w_avg_samples=10, class_idx=2
+    )
+    assert result.ws.shape == (1, G.num_ws, G.w_dim)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Pieces
+
+
+def test_large_images_are_area_downsampled_to_256() -> None:
+    x = torch.rand([1, 3, 512, 512])
+    y = perceptual_resize(x)
+    torch.testing.assert_close(y, F.avg_pool2d(x, 2))  # area = mean of each 2x2 block
+    small = torch.rand([1, 3, 64, 64])
+    assert perceptual_resize(small) is small  # up to 256 px the image is compared as it is
 
 
 def test_schedules_follow_the_official_shape() -> None:
