@@ -317,7 +317,7 @@ def test_vgg16_plain_torchscript_with_sha256(tmp_path: Path) -> None:
     # Gradients reach the images and stop there: the network's weights are frozen.
     assert not any(p.requires_grad for p in lpips.module.parameters())
     a.requires_grad_(True)
-    lpips(a, b).sum().backward()
+    lpips(a, b).sum().backward()  # type: ignore[no-untyped-call]
     assert a.grad is not None and float(a.grad.abs().sum()) > 0
     with pytest.raises(FormatError, match="sha256 mismatch"):
         load_vgg16_lpips(path, sha256="0" * 64)
