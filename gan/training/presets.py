@@ -2,7 +2,8 @@
 
 The StyleGAN2-ADA presets are the `cfg_specs` table of stylegan2-ada-pytorch `train.py` (paper Appendix
 D); `auto` derives its values from the resolution and GPU count with the same heuristics. The StyleGAN3
-presets follow stylegan3 `train.py` and `docs/configs.md`: 2-layer mapping, G learning rate 0.0025,
+presets follow stylegan3 `train.py` and `docs/configs.md`: 2-layer mapping whose w_avg decays at 0.998
+(the stylegan3 `MappingNetwork` default, where StyleGAN2-ADA's is 0.995), G learning rate 0.0025,
 EMA half-life `batch * 10 / 32` kimg with a 5 % ramp-up, no path-length or style-mixing
 regularisation, and for config R 1x1 convolutions, radial filters, doubled channels and a blur of the
 images D sees that fades out over the first `batch * 200 / 32` kimg.
@@ -56,6 +57,9 @@ class TrainingPreset:
     channel_base: int
     channel_max: int
     map_layers: int
+    # Decay of the tracked w_avg (the truncation centre): the official MappingNetwork default of each code
+    # base, 0.995 in stylegan2-ada-pytorch and 0.998 in stylegan3; train.py sets neither.
+    w_avg_beta: float = 0.995
     z_dim: int = 512
     w_dim: int = 512
     glr: float = 0.002
@@ -90,6 +94,8 @@ class TrainingPreset:
             raise ConfigError(f"kimg must be > 0, got {self.kimg}")
         if self.mbstd_group < 1:
             raise ConfigError(f"mbstd group size must be >= 1, got {self.mbstd_group}")
+        if not 0 <= self.w_avg_beta < 1:
+            raise ConfigError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta}")
 
     def replace(self, **changes: Any) -> TrainingPreset:
         return dataclasses.replace(self, **changes)
@@ -111,7 +117,7 @@ class TrainingPreset:
     # Network configs -----------------------------------------------------------------------------
 
     def generator_config(self, resolution: int, c_dim: int, img_channels: int) -> GeneratorConfig:
-        mapping = MappingConfig(num_layers=self.map_layers)
+        mapping = MappingConfig(num_layers=self.map_layers, w_avg_beta=self.w_avg_beta)
         synthesis: StyleGAN2SynthesisConfig | StyleGAN3SynthesisConfig
         if self.architecture == "stylegan2":
             synthesis = StyleGAN2SynthesisConfig(
@@ -256,6 +262,7 @@ def make_preset(
         channel_base=32768,
         channel_max=512,
         map_layers=2,
+        w_avg_beta=0.998,
         glr=0.0025,
         dlr=0.002,
         gamma=stylegan3_gamma(resolution),
