@@ -113,6 +113,7 @@ def job_document(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        "webhook_url": job.webhook_url,
     }
 
 

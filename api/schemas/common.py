@@ -54,5 +54,6 @@ _DESCRIPTIONS = {
     413: "Request body over the size limit.",
     416: "The requested byte range lies outside the file; `Content-Range` gives its size.",
     422: "The request names an impossible value; `detail` names the field.",
+    429: "Over a per-key limit (active jobs, request rate); retry after `Retry-After` seconds.",
     503: "A dependency (database, broker, storage) is unreachable.",
 }

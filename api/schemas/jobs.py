@@ -12,6 +12,18 @@ if TYPE_CHECKING:
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
+# Optional on every job-creating request; checked by api.services.webhooks.check_webhook_url.
+WEBHOOK_URL_FIELD: Any = Field(
+    default=None,
+    min_length=1,
+    max_length=2000,
+    description="When the job ends (succeeded, failed or canceled) the service POSTs "
+    '`{"event": "job.<state>", "job": <this job>}` here, signed with HMAC-SHA256 in '
+    "`X-StyleGAN-Signature` and retried with backoff (see worker/webhooks.py). http(s) only; "
+    "private and loopback hosts are refused unless STYLEGAN_ALLOW_PRIVATE_URLS is set.",
+    examples=["https://example.com/hooks/stylegan"],
+)
+
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(
@@ -30,6 +42,7 @@ class JobCreate(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters for this kind, checked before the job is queued."
     )
+    webhook_url: str | None = WEBHOOK_URL_FIELD
 
 
 class JobOut(BaseModel):
@@ -68,6 +81,7 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    webhook_url: str | None = None
 
 
 class JobList(BaseModel):
@@ -93,4 +107,5 @@ def job_out(row: Job) -> JobOut:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        webhook_url=row.webhook_url,
     )

@@ -15,7 +15,9 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, ServiceUnavailable
+from api.quotas import enforce_job_quota
 from api.schemas.jobs import JobCreate, JobStateName
+from api.services.webhooks import check_webhook_url
 from worker import jobs as job_states
 from worker.db.models import Job
 from worker.settings import Settings
@@ -46,6 +48,8 @@ def submit_job(
             "retry later",
             headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
         )
+    webhook_url = check_webhook_url(settings, request.webhook_url)
+    enforce_job_quota(session, settings, owner_key)
     try:
         job, created = job_states.submit_job(
             session,
@@ -54,6 +58,7 @@ def submit_job(
             owner_key=owner_key,
             idempotency_key=idempotency_key,
             max_attempts=settings.job_max_attempts,
+            webhook_url=webhook_url,
         )
     except job_states.IdempotencyConflict as exc:
         raise IdempotencyKeyReused(

@@ -33,7 +33,7 @@ IdempotencyKey = Annotated[
     responses={
         200: {"model": JobOut, "description": "Replay of an earlier request with the same Idempotency-Key."},
         201: {"description": "The job was created and queued."},
-        **problem_responses(413, 422, 503),
+        **problem_responses(413, 422, 429, 503),
     },
 )
 def submit_job(
