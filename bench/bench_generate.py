@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import environment, fmt_bytes, paired_timing, parse_device, peak_memory
 from official import OfficialCode, build_official_generator, copy_weights, load_official
+
 from gan.config import (
     Architecture,
     GeneratorConfig,
@@ -93,9 +93,7 @@ def generator_config(
     return GeneratorConfig(architecture=arch, img_resolution=res, mapping=mapping, synthesis=synthesis)
 
 
-def bench_row(
-    code: OfficialCode, row: Row, device: torch.device, args: argparse.Namespace
-) -> dict[str, Any]:
+def bench_row(code: OfficialCode, row: Row, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     config = generator_config(row.arch, row.res, row.fp16, args.cbase, args.cmax, args.map)
     torch.manual_seed(args.seed)
     G_official = build_official_generator(code, config).eval().requires_grad_(False).to(device)
@@ -149,9 +147,6 @@ def bench_row(
         "ours_peak_memory": mem_ours,
         "official_peak_memory": mem_official,
     }
-    del G_ours, G_official
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return result
 
 
@@ -170,21 +165,35 @@ def markdown_row(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--official-repo", type=Path, required=True, help="checkout of NVlabs/stylegan3 or stylegan2-ada-pytorch")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--official-repo",
+        type=Path,
+        required=True,
+        help="checkout of NVlabs/stylegan3 or stylegan2-ada-pytorch",
+    )
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     p.add_argument("--arch", choices=("stylegan2", "stylegan3-t", "stylegan3-r"), default="stylegan2")
     p.add_argument("--res", type=int, default=256)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--fp16", action="store_true", help="top 4 resolutions in fp16 with conv_clamp 256 (CUDA only)")
+    p.add_argument(
+        "--fp16", action="store_true", help="top 4 resolutions in fp16 with conv_clamp 256 (CUDA only)"
+    )
     p.add_argument("--suite", action="store_true", help="the reference table's rows (scaled down on CPU)")
     p.add_argument("--psi", type=float, default=0.7)
     p.add_argument("--cbase", type=int, help="channel_base (default: the official training config)")
     p.add_argument("--cmax", type=int, help="channel_max (default: the official training config)")
     p.add_argument("--map", type=int, help="mapping layers (default: 8 for StyleGAN2, 2 for StyleGAN3)")
-    p.add_argument("--official-impl", choices=("cuda", "ref"), default="cuda", help="official custom CUDA ops or their reference path")
+    p.add_argument(
+        "--official-impl",
+        choices=("cuda", "ref"),
+        default="cuda",
+        help="official custom CUDA ops or their reference path",
+    )
     p.add_argument("--warmup", type=int, help="untimed calls per side (default: 10 on CUDA, 2 on CPU)")
     p.add_argument("--rounds", type=int, default=5, help="paired rounds; figures are their median")
-    p.add_argument("--calls", type=int, help="calls per side per round (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--calls", type=int, help="calls per side per round (default: 20 on CUDA, 1 on CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the results here")
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
     args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
-    args.calls = args.calls or (20 if cuda else 2)
+    args.calls = args.calls or (20 if cuda else 1)
     if args.fp16 and not cuda:
         p.error("--fp16 needs --device cuda: on CPU our code and stylegan3's run fp32 anyway")
     # One numeric mode for both sides: cuDNN autotuning on, TF32 off (as the official training loop).
@@ -204,11 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
 
     code = load_official(args.official_repo, impl=args.official_impl, device=device)
-    rows = (CUDA_SUITE if cuda else CPU_SUITE) if args.suite else (Row(args.arch, args.res, args.batch, args.fp16),)
+    rows = (
+        (CUDA_SUITE if cuda else CPU_SUITE)
+        if args.suite
+        else (Row(args.arch, args.res, args.batch, args.fp16),)
+    )
     env = environment(device)
     print(json.dumps({"environment": env, "official": code.describe()}, indent=1), file=sys.stderr)
     results = []
     for row in rows:
+        if cuda:
+            torch.cuda.empty_cache()  # the previous row's networks are gone; start each row clean
         if row.arch != "stylegan2" and code.networks_sg3 is None:
             print(f"skipped {row.arch}: {code.repo} has no StyleGAN3", file=sys.stderr)
             continue

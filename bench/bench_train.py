@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from common import environment, fmt_bytes, paired_timing, parse_device, peak_memory
 from official import (
     OfficialCode,
@@ -42,6 +40,8 @@ from official import (
     enable_training_gradfix,
     load_official,
 )
+from torch import nn
+
 from gan.config import DiscriminatorConfig, GeneratorConfig
 from gan.training.augment import AUGMENT_PRESETS, AugmentPipe
 from gan.training.distributed import DistEnv, average_gradients_
@@ -107,9 +107,7 @@ class _Trainer:
     def iteration(self) -> None:
         batch, device = self.reals.shape[0], self.reals.device
         real_c = torch.zeros([batch, 0], device=device)
-        all_z = torch.randn(
-            [len(self.phases), batch, self.G.z_dim], device=device, generator=self.latents
-        )
+        all_z = torch.randn([len(self.phases), batch, self.G.z_dim], device=device, generator=self.latents)
         for phase, z in zip(self.phases, all_z, strict=True):
             if self.batch_idx % phase.interval != 0:
                 continue
@@ -136,7 +134,9 @@ def _ours(
     device = reals.device
     G, D = build_networks(G_config, D_config)
     G, D = G.train().requires_grad_(False).to(device), D.train().requires_grad_(False).to(device)
-    pipe = None if aug == "noaug" else AugmentPipe.from_preset(aug, p=p).train().requires_grad_(False).to(device)
+    pipe = (
+        None if aug == "noaug" else AugmentPipe.from_preset(aug, p=p).train().requires_grad_(False).to(device)
+    )
     loss = StyleGANLoss(
         G,
         D,
@@ -264,7 +264,9 @@ def bench(code: OfficialCode, device: torch.device, args: argparse.Namespace) ->
     G_config = preset.generator_config(args.res, 0, 3)
     D_config = preset.discriminator_config(args.res, 0, 3)
     if args.batch % D_config.mbstd_group_size:
-        raise SystemExit(f"--batch {args.batch} must be a multiple of the mbstd group ({D_config.mbstd_group_size})")
+        raise SystemExit(
+            f"--batch {args.batch} must be a multiple of the mbstd group ({D_config.mbstd_group_size})"
+        )
 
     reals = torch.rand([args.batch, 3, args.res, args.res], generator=torch.Generator().manual_seed(2))
     reals = (reals * 2 - 1).to(device)
@@ -329,13 +331,24 @@ def markdown_row(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--official-repo", type=Path, required=True, help="checkout of NVlabs/stylegan3 or stylegan2-ada-pytorch")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--official-repo",
+        type=Path,
+        required=True,
+        help="checkout of NVlabs/stylegan3 or stylegan2-ada-pytorch",
+    )
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     p.add_argument("--arch", choices=("stylegan2", "stylegan3-t", "stylegan3-r"), default="stylegan2")
     p.add_argument("--cfg", help="training preset (default: stylegan2, or the StyleGAN3 config of --arch)")
     p.add_argument("--res", type=int, default=256)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--fp16", action="store_true", help="mixed precision as official (CUDA only); default: official --fp32")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="mixed precision as official (CUDA only); default: official --fp32",
+    )
     p.add_argument("--aug", default="bgc", help="augment pipe preset (bgc, the ADA default) or noaug")
     p.add_argument("--aug-p", type=float, default=0.2, help="augmentation probability, held fixed")
     p.add_argument("--cbase", type=int)

@@ -7,7 +7,9 @@ second to second; a paired ratio cancels most of that, where a ratio of two sepa
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -104,6 +106,16 @@ class _RssSampler:
         self.peak = max(self.peak, self.rss())
 
 
+def _release_freed_heap() -> None:
+    """glibc keeps freed small blocks in its arenas, where a later call reuses them without the RSS
+    moving; trimming first makes the RSS rise measure what the call needs, not what earlier calls left."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the figure is then a lower bound
+
+
 def peak_memory(fn: Side, device: torch.device) -> dict[str, Any]:
     """CUDA: torch.cuda.max_memory_allocated over one call (weights included, as the reference figures).
     CPU: the rise of the resident set over one call above what was resident before it (weights excluded)."""
@@ -114,6 +126,7 @@ def peak_memory(fn: Side, device: torch.device) -> dict[str, Any]:
         fn()
         synchronize(device)
         return {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(device))}
+    _release_freed_heap()
     sampler = _RssSampler()
     with sampler:
         base = sampler.peak
