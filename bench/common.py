@@ -7,6 +7,7 @@ second to second; a paired ratio cancels most of that, where a ratio of two sepa
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -110,10 +111,8 @@ def _release_freed_heap() -> None:
     """glibc keeps freed small blocks in its arenas, where a later call reuses them without the RSS
     moving; trimming first makes the RSS rise measure what the call needs, not what earlier calls left."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the figure is then a lower bound
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the figure is then a lower bound
 
 
 def peak_memory(fn: Side, device: torch.device) -> dict[str, Any]:
