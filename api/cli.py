@@ -83,7 +83,8 @@ def _data_dir(text: str) -> Path:
 def add_service_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = subparsers.add_parser(
         "serve",
-        help="run the HTTP API with one worker process (embedded database and broker unless configured)",
+        help="run the HTTP API with an inference and a training worker process (embedded database and "
+        "broker unless configured)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
@@ -106,7 +107,13 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:  # typ
     worker.add_argument(
         "--queues", type=_queues, default=list(QUEUES), help="comma-separated: inference,training"
     )
-    worker.add_argument("--concurrency", type=_positive, default=1, help="parallel jobs (default 1)")
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=None,
+        help="parallel jobs (default 1; `--queues inference` alone runs a threads pool so that sampling "
+        "requests are batched, default STYLEGAN_INFERENCE_CONCURRENCY or max_batch + 2)",
+    )
     worker.add_argument("--hostname", default=None, help="Celery node name (default: generated)")
     worker.set_defaults(handler=_worker)
 
@@ -176,8 +183,11 @@ def _serve(args: argparse.Namespace) -> int:
             stack.callback(broker.stop)
             sys.stderr.write(f"stylegan serve: embedded broker running under {broker.dir}\n")
         if not args.no_worker:
-            worker = _spawn_worker(queues=QUEUES)
-            stack.callback(_stop_worker, worker, args.shutdown_grace)
+            # Two workers, so that sampling never waits behind training: the inference queue in a
+            # threads pool (its requests batch in one process, see worker/runner.pool_for) and the
+            # training queue in one prefork child. Both are stopped together on the way out.
+            workers = [_spawn_worker(queues=("inference",)), _spawn_worker(queues=("training",))]
+            stack.callback(_stop_workers, workers, args.shutdown_grace)
 
         from api.app import create_app
 
@@ -198,6 +208,25 @@ def _spawn_worker(queues: Sequence[str]) -> subprocess.Popen[bytes]:
         env=dict(os.environ),
         start_new_session=True,
     )
+
+
+def _stop_workers(processes: Sequence[subprocess.Popen[bytes]], grace_seconds: float) -> None:
+    """Warm shutdown for all at once, so the grace period is shared rather than served in turn."""
+    import time
+
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)  # Celery: warm shutdown
+    deadline = time.monotonic() + grace_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            sys.stderr.write(f"stylegan serve: worker still busy after {grace_seconds:.0f}s, killing it\n")
+            # The whole group: the pool's child processes too. Its job is re-run once the lease expires.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _stop_worker(process: subprocess.Popen[bytes], grace_seconds: float) -> None:

@@ -13,7 +13,13 @@ from worker.settings import get_settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="Run a StyleGAN service worker.")
     parser.add_argument("--queues", default="inference,training", help="comma-separated: inference,training")
-    parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (one per GPU)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs run at once (default: 1; for --queues inference alone, which runs in threads so that "
+        "sampling requests batch, STYLEGAN_INFERENCE_CONCURRENCY or max_batch + 2)",
+    )
     parser.add_argument("--hostname", default=None, help="Celery node name (unique per broker)")
     args = parser.parse_args(argv)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]

@@ -95,6 +95,10 @@ def make_celery(settings: Settings) -> Celery:
         return execute_job(settings, process_sessions(settings), job_id, worker_name)
 
     register_webhook_task(app, settings)
+    # Synchronous sampling (worker/inference/): `stylegan.render`, with its own result backend.
+    from worker.inference.tasks import register_inference_tasks
+
+    register_inference_tasks(app, settings)
     return app
 
 

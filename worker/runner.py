@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from celery.signals import worker_ready, worker_shutdown
 
@@ -14,6 +14,8 @@ from worker.celery_app import Reconciler, make_celery
 from worker.db.migrate import current_revision, head_revision
 from worker.jobs import QUEUES
 from worker.settings import Settings
+
+Pool = Literal["prefork", "threads"]
 
 
 class WorkerSetupError(RuntimeError):
@@ -25,15 +27,33 @@ def default_hostname() -> str:
     return f"stylegan-{os.getpid()}@{socket.gethostname()}"
 
 
+def pool_for(queues: Sequence[str]) -> Pool:
+    """The inference queue alone runs in threads: its synchronous sampling requests must share one
+    process, where the micro-batcher groups them into one forward pass and the loaded models are kept
+    (worker/inference/). Anything with training runs in prefork children, which a crash or a kill at
+    the end of the grace period takes down without taking the worker with it."""
+    return "threads" if list(queues) == ["inference"] else "prefork"
+
+
 def run_worker(
-    settings: Settings, queues: Sequence[str], concurrency: int = 1, hostname: str | None = None
+    settings: Settings,
+    queues: Sequence[str],
+    concurrency: int | None = None,
+    hostname: str | None = None,
+    pool: Pool | None = None,
 ) -> None:
     """Consume `queues` until stopped (SIGTERM or Ctrl-C finish the running job first; a second
-    signal stops at once). Blocks. The database must already be migrated (`stylegan migrate`)."""
+    signal stops at once). Blocks. The database must already be migrated (`stylegan migrate`).
+
+    `pool` defaults to `pool_for(queues)`: threads for the inference queue alone, else prefork.
+    `concurrency` defaults to settings.effective_inference_concurrency threads, or 1 child process."""
     queues = list(queues)
     unknown = sorted(set(queues) - set(QUEUES))
     if not queues or unknown:
         raise WorkerSetupError(f"queues must be a non-empty subset of {', '.join(QUEUES)}; got {queues}")
+    pool = pool or pool_for(queues)
+    if concurrency is None:
+        concurrency = settings.effective_inference_concurrency if pool == "threads" else 1
     if concurrency < 1:
         raise WorkerSetupError(f"concurrency must be at least 1, got {concurrency}")
     url = settings.effective_database_url
@@ -59,7 +79,7 @@ def run_worker(
         hostname=hostname or default_hostname(),
         queues=queues,
         concurrency=concurrency,
-        pool="prefork",
+        pool=pool,
         loglevel="INFO",
         # No mingle/gossip/heartbeat events: workers share nothing but the broker and the database,
         # and mingle alone adds a second or more to every start.

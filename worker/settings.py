@@ -57,6 +57,33 @@ class Settings(BaseSettings):
     max_resolution: int = Field(default=1024, gt=0)
     max_queue_depth: int = Field(default=1000, gt=0)
 
+    # --- synchronous sampling (GET /v1/models/{id}/images/..., mix.png; worker/inference/)
+    # The inference worker groups concurrent requests for one model into forward passes of at most
+    # max_batch rows, waiting at most inference_max_wait_ms after the first request for more to arrive:
+    # a few ms cost one request little and let a burst share one pass (on a GPU, 8 images cost about
+    # what 1 does).
+    inference_max_wait_ms: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
+    # Threads of the inference worker (Celery threads pool); None = max_batch + 2, so that a full batch
+    # can wait together while two mix-grid or video jobs run beside it.
+    inference_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    # Generators kept loaded per inference worker, bounded by count and by their weights' bytes; the
+    # least recently used is dropped first.
+    inference_cache_models: int = Field(default=4, ge=1)
+    inference_cache_bytes: int = Field(default=4 * 1024**3, gt=0)
+    # "auto" = CUDA when the worker has it, else CPU.
+    inference_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # How long an API request waits for the inference worker's answer before a 503.
+    sample_timeout_seconds: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
+    # Per-key token bucket for sampling requests (per API process; auth off = one shared bucket).
+    sample_rate_per_second: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    sample_burst: int = Field(default=40, ge=1)
+    # Sampling requests one API process waits on at once; more get 503. Each waiting request holds
+    # one of the server's 40 worker threads (anyio's default), so this stays well below that.
+    sample_max_in_flight: int = Field(default=16, ge=1, le=32)
+    # Jobs: frames in one video, cells (rows x columns) in one mix grid.
+    video_max_frames: int = Field(default=1200, ge=1)
+    mix_grid_max_cells: int = Field(default=256, ge=1)
+
     # --- jobs
     # A worker holds a job for job_lease_seconds and renews the lease every heartbeat_seconds; a lease
     # that runs out means the worker is gone, and the reconciler re-queues the job (up to
@@ -214,6 +241,10 @@ class Settings(BaseSettings):
     @property
     def effective_reconcile_seconds(self) -> float:
         return self.reconcile_seconds if self.reconcile_seconds is not None else self.heartbeat_seconds
+
+    @property
+    def effective_inference_concurrency(self) -> int:
+        return self.inference_concurrency if self.inference_concurrency is not None else self.max_batch + 2
 
     @property
     def auth_enabled(self) -> bool:
