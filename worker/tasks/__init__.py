@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker.jobs import QueueName
 from worker.tasks.context import JobContext
+from worker.tasks.model_import import ModelImportParams, run_model_import
 from worker.tasks.probe import ProbeParams, run_probe
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
@@ -36,6 +37,7 @@ class JobKind:
 
 JOB_KINDS: Mapping[str, JobKind] = {
     "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe),
+    "model_import": JobKind(queue="inference", params_model=ModelImportParams, handler=run_model_import),
 }
 
 
