@@ -15,8 +15,11 @@ from pydantic import BaseModel, ValidationError
 
 from worker.jobs import QueueName
 from worker.tasks.context import JobContext
+from worker.tasks.dataset_prepare import DatasetPrepareParams, run_dataset_prepare
 from worker.tasks.model_import import ModelImportParams, run_model_import
 from worker.tasks.probe import ProbeParams, run_probe
+from worker.tasks.projection import ProjectionParams, run_projection
+from worker.tasks.training import TrainingParams, run_training
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
 
@@ -38,6 +41,11 @@ class JobKind:
 JOB_KINDS: Mapping[str, JobKind] = {
     "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe),
     "model_import": JobKind(queue="inference", params_model=ModelImportParams, handler=run_model_import),
+    "projection": JobKind(queue="inference", params_model=ProjectionParams, handler=run_projection),
+    "dataset_prepare": JobKind(
+        queue="inference", params_model=DatasetPrepareParams, handler=run_dataset_prepare
+    ),
+    "training": JobKind(queue="training", params_model=TrainingParams, handler=run_training),
 }
 
 

@@ -2,7 +2,10 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import jobs
+from api.routes.v1 import datasets, events, jobs, training
 
 router = APIRouter()
 router.include_router(jobs.router)
+router.include_router(events.router)
+router.include_router(datasets.router)
+router.include_router(training.router)

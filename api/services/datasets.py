@@ -1,0 +1,234 @@
+"""Dataset use cases behind `/v1/datasets`.
+
+An upload (one zip, or many image files) is staged as one zip in a temporary folder. Up to
+`dataset_inline_max_bytes` it is prepared within the request (the route runs in FastAPI's threadpool);
+above, it is moved to storage and a `dataset_prepare` job does the work (202). Either way the
+preparation is `worker.tasks.dataset_prepare.prepare_and_register`, under the service's limits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict, InvalidRequest, NotFound, ProblemResponse, problem
+from api.schemas.jobs import JobCreate
+from api.services import jobs as job_service
+from worker.db.models import Dataset, Job
+from worker.settings import Settings
+from worker.storage import make_storage
+from worker.tasks.dataset_prepare import (
+    Transform,
+    is_zip,
+    pack_images,
+    prepare_and_register,
+    upload_key,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class NothingUsable(InvalidRequest):
+    """Every uploaded file was rejected: 422 with the rejections listed (`rejected`)."""
+
+    slug = "no-usable-images"
+
+    def __init__(self, detail: str, rejected: list[dict[str, str]]) -> None:
+        super().__init__(detail)
+        self.rejected = rejected
+
+    def to_response(self) -> ProblemResponse:
+        return problem(self.status, self.title, self.detail, slug=self.slug, rejected=self.rejected)
+
+
+def parse_labels(text: str | None) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"form field labels: not valid JSON: {exc}") from None
+    if not isinstance(labels, dict):
+        raise InvalidRequest(
+            'form field labels: must be a JSON object {"name.png": class, ...} or {"labels": [[name, class], ...]}'
+        )
+    return labels
+
+
+def check_resolution(resolution: int | None, settings: Settings) -> None:
+    if resolution is None:
+        return
+    if resolution < 4 or resolution & (resolution - 1):
+        raise InvalidRequest(f"form field resolution: must be a power of two >= 4 (got {resolution})")
+    if resolution > settings.max_resolution:
+        raise InvalidRequest(
+            f"form field resolution: {resolution} is above this service's limit {settings.max_resolution} "
+            "(STYLEGAN_MAX_RESOLUTION)"
+        )
+
+
+def _stage(files: list[tuple[str, BinaryIO]], folder: Path) -> Path:
+    """One zip in `folder`: the uploaded zip itself, or the uploaded files packed into one."""
+    source = folder / "source.zip"
+    if len(files) == 1:
+        name, stream = files[0]
+        raw = folder / "upload.bin"
+        with raw.open("wb") as out:
+            while chunk := stream.read(1024 * 1024):
+                out.write(chunk)
+        if is_zip(raw):
+            raw.rename(source)
+            return source
+        with raw.open("rb") as single:
+            return pack_images([(name, single)], source)
+    return pack_images(list(files), source)
+
+
+def create_dataset(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    files: list[tuple[str, BinaryIO]],
+    name: str | None,
+    resolution: int | None,
+    transform: Transform,
+    labels: str | None,
+    owner_key: str | None,
+) -> Dataset | Job:
+    """A prepared Dataset (small upload), or the queued `dataset_prepare` job (large upload)."""
+    from gan.training.dataset_prepare import NoUsableImagesError
+
+    if not files:
+        raise InvalidRequest("form field file: upload one zip or one or more image files")
+    check_resolution(resolution, settings)
+    label_map = parse_labels(labels)
+    if name is None:
+        first = Path(files[0][0] or "upload").name
+        name = Path(first).stem if len(files) == 1 else f"{len(files)} images"
+        name = name[:200] or "upload"
+    storage = make_storage(settings)
+
+    with tempfile.TemporaryDirectory(prefix="stylegan-upload-") as tmp:
+        source = _stage(files, Path(tmp))
+        try:
+            if not zipfile.is_zipfile(source):
+                raise InvalidRequest("form field file: the upload is neither a zip nor image files")
+        except OSError as exc:
+            raise InvalidRequest(f"form field file: unreadable upload ({exc})") from None
+        size = source.stat().st_size
+        if size > settings.dataset_inline_max_bytes:
+            key = upload_key(uuid.uuid4().hex)
+            storage.put_file(key, source)
+            params = {
+                "upload_key": key,
+                "name": name,
+                "resolution": resolution,
+                "transform": transform,
+                "labels": label_map,
+            }
+            try:
+                job, _ = job_service.submit_job(
+                    session,
+                    celery,
+                    settings,
+                    request=JobCreate(kind="dataset_prepare", params=params),
+                    owner_key=owner_key,
+                    idempotency_key=None,
+                )
+                return job
+            except Exception:
+                storage.delete(key)
+                raise
+        try:
+            row, _ = prepare_and_register(
+                settings,
+                session,
+                storage,
+                source,
+                name=name,
+                resolution=resolution,
+                transform=transform,
+                labels=label_map,
+                owner_key=owner_key,
+            )
+        except NoUsableImagesError as exc:
+            rejected = [{"name": r.name, "reason": r.reason, "detail": r.detail} for r in exc.report.rejected]
+            raise NothingUsable(f"form field file: {exc}", rejected) from None
+    return row
+
+
+def visible_to(owner_key: str | None) -> list[sa.ColumnElement[bool]]:
+    """Rows a caller may read: everything with auth off; with a key, its own and the public ones."""
+    if owner_key is None:
+        return []
+    return [sa.or_(Dataset.owner_key == owner_key, Dataset.owner_key.is_(None))]
+
+
+def get_dataset(session: Session, dataset_id: str, *, owner_key: str | None) -> Dataset:
+    row = session.scalars(sa.select(Dataset).where(Dataset.id == dataset_id, *visible_to(owner_key))).first()
+    if row is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    return row
+
+
+def list_datasets(
+    session: Session, *, owner_key: str | None, limit: int, offset: int
+) -> tuple[list[Dataset], int]:
+    filters = visible_to(owner_key)
+    total = session.scalar(sa.select(sa.func.count()).select_from(Dataset).where(*filters)) or 0
+    rows = session.scalars(
+        sa.select(Dataset)
+        .where(*filters)
+        .order_by(Dataset.created_at.desc(), Dataset.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def active_training_jobs(session: Session, dataset_id: str) -> list[str]:
+    """Queued or running training jobs reading this dataset (params are JSON: filtered here, not in SQL,
+    so that SQLite and PostgreSQL agree)."""
+    rows = session.execute(
+        sa.select(Job.id, Job.params).where(Job.kind == "training", Job.state.in_(("queued", "running")))
+    ).all()
+    return [job_id for job_id, params in rows if (params or {}).get("dataset_id") == dataset_id]
+
+
+def delete_dataset(session: Session, settings: Settings, dataset_id: str, *, owner_key: str | None) -> None:
+    row = get_dataset(session, dataset_id, owner_key=owner_key)
+    if owner_key is not None and row.owner_key != owner_key:
+        raise NotFound(f"no dataset with id {dataset_id!r}")  # a public set is not this key's to delete
+    users = active_training_jobs(session, dataset_id)
+    if users:
+        raise Conflict(
+            f"dataset {dataset_id} is used by training job(s) {', '.join(users)}; cancel them or wait until they end"
+        )
+    key = row.file_key
+    session.delete(row)
+    session.commit()
+    make_storage(settings).delete(key)
+
+
+def thumbnail(
+    session: Session, settings: Settings, dataset_id: str, n: int, *, owner_key: str | None
+) -> bytes:
+    """The n-th prepared image (PNG), read from the stored zip."""
+    from gan.training.dataset_prepare import archive_name
+
+    row = get_dataset(session, dataset_id, owner_key=owner_key)
+    shown = min(settings.dataset_thumbnails, row.image_count)
+    if not 0 <= n < shown:
+        raise NotFound(f"dataset {dataset_id} has thumbnails 0..{shown - 1}, not {n}")
+    with make_storage(settings).open(row.file_key) as stream, zipfile.ZipFile(stream) as zf:
+        return zf.read(archive_name(n))

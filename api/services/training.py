@@ -1,0 +1,107 @@
+"""Training job use cases behind `/v1/training-jobs`.
+
+`submit_training` checks what only the database knows (the dataset and base model exist and are the
+caller's or public; resolution and class count agree) before the job row is written, so a mismatch is
+a 422 naming the field now, not a failed job minutes later. Writing the row and enqueueing are the
+generic job path (`api.services.jobs.submit_job`).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from api.errors import InvalidRequest, NotFound
+from api.schemas.jobs import JobCreate
+from api.schemas.training import TrainingJobCreate
+from api.services import jobs as job_service
+from worker.db.models import Checkpoint, Dataset, Job, Model
+from worker.events import last_event
+from worker.settings import Settings
+from worker.tasks.training import visible
+
+
+def _dataset(session: Session, dataset_id: str, owner_key: str | None) -> Dataset:
+    row = session.get(Dataset, dataset_id)
+    if row is None or (owner_key is not None and not visible(row.owner_key, owner_key)):
+        raise InvalidRequest(f"body dataset_id: no dataset with id {dataset_id!r}")
+    return row
+
+
+def _model(session: Session, model_id: str, owner_key: str | None) -> Model:
+    row = session.get(Model, model_id)
+    if row is None or (owner_key is not None and not visible(row.owner_key, owner_key)):
+        raise InvalidRequest(f"body base_model_id: no model with id {model_id!r}")
+    return row
+
+
+def check_request(session: Session, request: TrainingJobCreate, owner_key: str | None) -> None:
+    from gan.training.presets import make_preset
+
+    try:
+        request.check_choice()
+    except ValueError as exc:
+        raise InvalidRequest(f"body {exc}") from None
+    dataset = _dataset(session, request.dataset_id, owner_key)
+    if request.base_model_id is None:
+        return
+    model = _model(session, request.base_model_id, owner_key)
+    if model.resolution != dataset.resolution:
+        raise InvalidRequest(
+            f"body base_model_id: model {model.id} makes {model.resolution} px images but dataset "
+            f"{dataset.id} is {dataset.resolution} px; prepare the dataset at {model.resolution}"
+        )
+    classes = dataset.num_classes or 0
+    if model.c_dim != classes:
+        raise InvalidRequest(
+            f"body base_model_id: model {model.id} has {model.c_dim} classes (c_dim) but dataset "
+            f"{dataset.id} has {classes}; fine-tuning needs the same class count"
+        )
+    if request.cfg is not None and request.cfg != "auto":
+        # As the trainer: a StyleGAN3 model may pick its -t/-r preset; otherwise the preset's
+        # architecture must be the model's.
+        preset = make_preset(request.cfg, dataset.resolution)
+        sg3 = request.cfg in ("stylegan3-t", "stylegan3-r") and model.architecture != "stylegan2"
+        if preset.architecture != model.architecture and not sg3:
+            raise InvalidRequest(
+                f"body cfg: {request.cfg} trains {preset.architecture}, but base model {model.id} is "
+                f"{model.architecture}; leave cfg out to fine-tune it as it is"
+            )
+
+
+def submit_training(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    request: TrainingJobCreate,
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    check_request(session, request, owner_key)
+    return job_service.submit_job(
+        session,
+        celery,
+        settings,
+        request=JobCreate(kind="training", params=request.job_params(), webhook_url=request.webhook_url),
+        owner_key=owner_key,
+        idempotency_key=idempotency_key,
+    )
+
+
+def training_view(
+    session: Session, job_id: str, *, owner_key: str | None
+) -> tuple[Job, list[Checkpoint], str | None]:
+    """The training job, its kept checkpoints (oldest first) and the URL of its latest preview."""
+    job = job_service.get_job(session, job_id, owner_key=owner_key)
+    if job.kind != "training":
+        raise NotFound(f"job {job_id} is a {job.kind} job, not a training job; see /v1/jobs/{job_id}")
+    checkpoints = session.scalars(
+        sa.select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.kimg, Checkpoint.created_at)
+    ).all()
+    preview = last_event(session, job_id, "preview")
+    url = preview.data.get("url") if preview is not None else None
+    return job, list(checkpoints), url

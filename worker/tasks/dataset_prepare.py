@@ -1,0 +1,292 @@
+"""The `dataset_prepare` job, and the preparation both it and `POST /v1/datasets` run.
+
+An upload is staged as one zip (the user's zip, or the uploaded images packed into one, names kept so
+that hostile ones are judged by the same code), prepared by `gan.training.dataset_prepare` under the
+service's limits, stored at `datasets/<id>/dataset.zip` and registered as a Dataset row. Small uploads
+are prepared within the request; large ones go through this job on the inference queue: preparing is
+decoding and resizing (seconds to minutes, one core), which must not wait hours behind a training run,
+and the inference worker's thread pool keeps serving samples beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import shutil
+import statistics
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.tasks.context import JobCanceled, JobContext
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from gan.training.dataset_prepare import PrepareLimits, PrepareReport
+    from worker.db.models import Dataset
+    from worker.settings import Settings
+    from worker.storage import Storage
+
+Transform = Literal["center-crop", "center-crop-wide", "pad"]
+UPLOAD_KEY = re.compile(r"^uploads/[0-9a-f]{32}/source\.zip$")
+# The smallest resolution the default picks: below it a GAN learns little worth sampling.
+MIN_DEFAULT_RESOLUTION = 32
+ProgressFn = Callable[[int, int], None]
+
+
+def dataset_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/dataset.zip"
+
+
+def upload_key(token: str) -> str:
+    return f"uploads/{token}/source.zip"
+
+
+class DatasetPrepareParams(BaseModel):
+    """What the API hands the job: where the staged upload is, and how to prepare it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_key: str = Field(description="Storage key of the staged upload (uploads/<hex>/source.zip).")
+    name: str = Field(min_length=1, max_length=200)
+    resolution: int | None = Field(default=None, ge=4, le=8192)
+    transform: Transform = "center-crop"
+    labels: dict[str, Any] | None = None
+
+    @field_validator("upload_key")
+    @classmethod
+    def _staged(cls, key: str) -> str:
+        # Only keys the API itself made (an unguessable token): a job cannot be pointed at other files.
+        if not UPLOAD_KEY.match(key):
+            raise ValueError("must be a staged upload key uploads/<32 hex>/source.zip")
+        return key
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value & (value - 1):
+            raise ValueError(f"must be a power of two, got {value}")
+        return value
+
+
+def prepare_limits(settings: Settings) -> PrepareLimits:
+    from gan.training.dataset_prepare import PrepareLimits
+
+    return PrepareLimits(
+        max_files=settings.dataset_max_files,
+        max_total_bytes=settings.dataset_max_uncompressed_bytes,
+        max_file_bytes=settings.dataset_max_file_bytes,
+        max_compression_ratio=settings.dataset_max_compression_ratio,
+        max_image_pixels=settings.dataset_max_image_pixels,
+    )
+
+
+def pack_images(files: list[tuple[str, io.BufferedIOBase | Any]], dest: Path) -> Path:
+    """Pack uploaded files into one stored (uncompressed) zip under the names they were sent with, so
+    that a hostile name (`../x.png`, `/etc/x`) reaches prepare_dataset's checks and is reported."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as out:
+        for index, (name, stream) in enumerate(files):
+            info = zipfile.ZipInfo(name or f"file{index:05d}", date_time=(1980, 1, 1, 0, 0, 0))
+            with out.open(info, "w", force_zip64=True) as entry:
+                shutil.copyfileobj(stream, entry, 1024 * 1024)
+    return dest
+
+
+def is_zip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")  # a zip, or an empty one
+
+
+def default_resolution(source: Path, limits: PrepareLimits, max_resolution: int) -> int:
+    """The largest power of two <= the median shorter side of the readable images, within
+    [MIN_DEFAULT_RESOLUTION, max_resolution]: the prepared images are then downscaled, never blown up,
+    for at least half of the set. Only image headers are read; entries the preparation would refuse
+    (unsafe names, bombs, oversized) are skipped here too."""
+    import PIL.Image
+
+    sides: list[int] = []
+    with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(source) as zf:
+        for info in zf.infolist()[: limits.max_files]:
+            if info.is_dir() or info.file_size > limits.max_file_bytes:
+                continue
+            if info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
+                continue
+            if info.filename.startswith(("/", "\\")) or ".." in info.filename.replace("\\", "/").split("/"):
+                continue
+            try:
+                with zf.open(info) as stream, PIL.Image.open(stream) as img:
+                    w, h = img.size
+            except Exception:  # anything Pillow cannot open is judged (and reported) by the preparation
+                continue
+            if 0 < w * h <= limits.max_image_pixels:
+                sides.append(min(w, h))
+    if not sides:
+        return min(256, max_resolution)
+    median = int(statistics.median(sides))
+    resolution = MIN_DEFAULT_RESOLUTION
+    while resolution * 2 <= min(median, max_resolution):
+        resolution *= 2
+    return min(resolution, max_resolution)
+
+
+def label_dim(prepared: Path) -> tuple[bool, int | None]:
+    """(has labels, the c_dim a model trained on it has): classes for indices, the length for vectors."""
+    with zipfile.ZipFile(prepared) as zf:
+        meta = json.loads(zf.read("dataset.json"))
+    labels = meta.get("labels")
+    if not labels:
+        return False, None
+    values = [value for _, value in labels]
+    if isinstance(values[0], list):
+        return True, len(values[0])
+    return True, max(int(v) for v in values) + 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_and_register(
+    settings: Settings,
+    session: Session,
+    storage: Storage,
+    source: Path,
+    *,
+    name: str,
+    resolution: int | None,
+    transform: Transform,
+    labels: dict[str, Any] | None,
+    owner_key: str | None,
+    job_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[Dataset, PrepareReport]:
+    """Prepare the staged zip `source`, store the result and commit its Dataset row.
+
+    Raises `gan.training.dataset_prepare.NoUsableImagesError` (a GanError, with the report) when every
+    file was rejected, and GanError subclasses for bad labels or options; nothing is stored then.
+    """
+    from gan.errors import ConfigError
+    from gan.training.dataset_prepare import prepare_dataset
+    from worker.db.models import Dataset, new_id
+
+    limits = prepare_limits(settings)
+    if resolution is None:
+        resolution = default_resolution(source, limits, settings.max_resolution)
+    elif resolution > settings.max_resolution:
+        raise ConfigError(f"resolution {resolution} is above this service's limit {settings.max_resolution}")
+    dataset_id = new_id()
+    with tempfile.TemporaryDirectory(prefix="stylegan-dataset-") as tmp:
+        dest = Path(tmp) / "dataset.zip"
+        report = prepare_dataset(
+            source, dest, resolution, transform=transform, labels=labels, progress=progress, limits=limits
+        )
+        has_labels, num_classes = label_dim(dest)
+        key = storage.put_file(dataset_key(dataset_id), dest)
+        row = Dataset(
+            id=dataset_id,
+            name=name,
+            file_key=key,
+            sha256=_sha256(dest),
+            size_bytes=dest.stat().st_size,
+            image_count=report.accepted,
+            resolution=resolution,
+            has_labels=has_labels,
+            num_classes=num_classes,
+            rejected=[{"name": r.name, "reason": r.reason, "detail": r.detail} for r in report.rejected],
+            owner_key=owner_key,
+            job_id=job_id,
+        )
+    session.add(row)
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        storage.delete(key)
+        raise
+    return row, report
+
+
+@contextlib.contextmanager
+def local_copy(storage: Storage, key: str) -> Iterator[Path]:
+    """A local path to a stored file: in place for local storage, else a temporary copy."""
+    path = storage.local_path(key)
+    if path is not None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="stylegan-fetch-") as tmp:
+        local = Path(tmp) / Path(key).name
+        with storage.open(key) as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        yield local
+
+
+def run_dataset_prepare(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Prepare a staged upload; result {dataset_id, image_count, rejected}. The upload is deleted once
+    the outcome is final (a dataset, or a set with nothing usable), and kept for a retry otherwise."""
+    from gan.training.dataset_prepare import NoUsableImagesError
+    from worker.celery_app import process_sessions
+    from worker.db.models import Dataset, Job
+    from worker.storage import make_storage
+
+    spec = DatasetPrepareParams.model_validate(params)
+    sessions = process_sessions(ctx.settings)
+    storage = make_storage(ctx.settings)
+    last_report = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        # One database write per second at most: a 100k-file set must not become 100k UPDATEs.
+        now = time.monotonic()
+        if done == total or now - last_report[0] >= 1.0:
+            last_report[0] = now
+            ctx.report(0.99 * done / max(total, 1), {"files_done": done, "files_total": total})
+
+    with sessions() as session:
+        job = session.get(Job, ctx.job_id)
+        owner_key = job.owner_key if job is not None else None
+        existing = session.scalars(sa.select(Dataset).where(Dataset.job_id == ctx.job_id)).first()
+        if existing is not None:  # an earlier attempt registered it and was lost before finishing
+            return {
+                "dataset_id": existing.id,
+                "image_count": existing.image_count,
+                "rejected": len(existing.rejected),
+            }
+        ctx.report(0.0, {"files_done": 0})
+        try:
+            with local_copy(storage, spec.upload_key) as source:
+                row, report = prepare_and_register(
+                    ctx.settings,
+                    session,
+                    storage,
+                    source,
+                    name=spec.name,
+                    resolution=spec.resolution,
+                    transform=spec.transform,
+                    labels=spec.labels,
+                    owner_key=owner_key,
+                    job_id=ctx.job_id,
+                    progress=progress,
+                )
+        except JobCanceled:
+            storage.delete(spec.upload_key)
+            raise
+        except NoUsableImagesError as exc:
+            rejected = [{"name": r.name, "reason": r.reason, "detail": r.detail} for r in exc.report.rejected]
+            ctx.report(1.0, {"rejected": rejected})
+            storage.delete(spec.upload_key)
+            raise
+    storage.delete(spec.upload_key)
+    return {"dataset_id": row.id, "image_count": row.image_count, "rejected": len(report.rejected)}

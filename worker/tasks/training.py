@@ -1,0 +1,452 @@
+"""The `training` job: `gan.training.loop.train` on a stored dataset, followed live through the job row.
+
+Fine-tuning resumes from the base model's stored generator file (G_ema; D starts fresh, as the
+official resume of a pickle without D); training from scratch builds the networks from `cfg`. While it
+runs, a callback turns each tick into job progress plus a `progress` event, each preview grid into an
+Artifact plus a `preview` event, and each checkpoint into a stored file, a Checkpoint row and a
+`checkpoint` event. `should_stop` answers the job's cancel flag, so a cancel ends the run at the next tick
+after a final checkpoint. A re-run after a lost worker (attempt > 1) resumes exactly from the job's
+last Checkpoint row (counters, optimizer, ADA and RNG state), not from zero. On success G_ema is
+registered as a new Model (`source` "training:<job id>", licence note inherited from the base model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import shutil
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from worker.db.models import Checkpoint, Dataset, Model
+    from worker.storage import Storage
+
+log = logging.getLogger(__name__)
+
+PresetName = Literal[
+    "auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "stylegan3-t", "stylegan3-r"
+]
+# The official metric names (gan.metrics.compute.parse_metric), checked here without importing torch.
+_METRIC = re.compile(r"^(fid|kid)\d+k(_full)?$|^pr\d+k\d+(_full)?$")
+# Stored checkpoints kept per job besides the newest (older ones are deleted as new ones arrive): a
+# resume needs only the last; a few more let a user go back past a collapse.
+KEEP_CHECKPOINTS = 3
+
+
+class TrainingParams(BaseModel):
+    """A training request, as stored in the job row. Defaults follow the official train.py where it has
+    one; `snap` is smaller, because a checkpoint is also what a replaced worker resumes from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(min_length=1, max_length=36)
+    base_model_id: str | None = Field(default=None, min_length=1, max_length=36)
+    cfg: PresetName | None = None
+    kimg: float = Field(default=1000.0, gt=0, le=100_000, allow_inf_nan=False)
+    batch: int | None = Field(default=None, ge=1, le=4096)
+    gamma: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    aug: Literal["ada", "fixed", "noaug"] = "ada"
+    target: float = Field(default=0.6, ge=0, le=1)
+    p: float | None = Field(default=None, ge=0, le=1)
+    mirror: bool = False
+    freezed: int = Field(default=0, ge=0, le=64)
+    snap: int = Field(default=10, ge=1, le=10_000)
+    tick: float = Field(default=4.0, gt=0, le=10_000, allow_inf_nan=False)
+    metrics: list[str] = Field(default_factory=list, max_length=8)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    # Small-network overrides for training from scratch (demos, tests): D's too when fine-tuning.
+    cbase: int | None = Field(default=None, ge=16, le=2**20)
+    cmax: int | None = Field(default=None, ge=8, le=2048)
+    preview_images: int = Field(default=32, ge=1, le=256)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _METRIC.match(name):
+                raise ValueError(
+                    f"unknown metric {name!r}; expected e.g. fid50k_full, kid50k_full, pr50k3_full"
+                )
+        return names
+
+    @field_validator("p")
+    @classmethod
+    def _finite_p(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    def check_choice(self) -> None:
+        """The choices that involve two fields; the API calls this before writing the job row."""
+        if self.base_model_id is None and self.cfg is None:
+            raise ValueError("cfg: give base_model_id to fine-tune or cfg to train from scratch")
+        if self.aug == "fixed" and self.p is None:
+            raise ValueError("p: aug 'fixed' needs p, the augmentation probability")
+
+
+# --- reading the job's inputs --------------------------------------------------------------------------
+
+
+class TrainingInputError(Exception):
+    """The job's dataset or base model is gone or not the owner's; the message is for the user."""
+
+
+def visible(row_owner: str | None, owner_key: str | None) -> bool:
+    """A row is usable by `owner_key` if it is theirs or public (no owner; the embedded default's and
+    the bundled demo model's rows)."""
+    return row_owner is None or row_owner == owner_key
+
+
+def _inputs(session: Session, job_id: str, spec: TrainingParams) -> tuple[str | None, Dataset, Model | None]:
+    from worker.db.models import Dataset, Job, Model
+
+    job = session.get(Job, job_id)
+    owner_key = job.owner_key if job is not None else None
+    dataset = session.get(Dataset, spec.dataset_id)
+    if dataset is None or not visible(dataset.owner_key, owner_key):
+        raise TrainingInputError(f"dataset {spec.dataset_id} no longer exists")
+    model = None
+    if spec.base_model_id is not None:
+        model = session.get(Model, spec.base_model_id)
+        if model is None or not visible(model.owner_key, owner_key):
+            raise TrainingInputError(f"base model {spec.base_model_id} no longer exists")
+    return owner_key, dataset, model
+
+
+def last_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    from worker.db.models import Checkpoint
+
+    return session.scalars(
+        sa.select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.kimg.desc(), Checkpoint.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _local(storage: Storage, key: str, stack: ExitStack) -> Path:
+    from worker.tasks.dataset_prepare import local_copy
+
+    return stack.enter_context(local_copy(storage, key))
+
+
+# --- the callback ---------------------------------------------------------------------------------------
+
+
+class JobTrainingCallback:
+    """Follows one run for the job: progress, events, previews and checkpoints go to the database and
+    storage as they happen. Runs in the training thread; the runner's heartbeat thread renews the lease
+    and sets the context's cancel/lost flags, which `should_stop` reads."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        sessions: sessionmaker[Session],
+        storage: Storage,
+        owner_key: str | None,
+        resumed_from_kimg: float | None,
+    ) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.storage = storage
+        self.owner_key = owner_key
+        self.resumed_from_kimg = resumed_from_kimg
+        self.preview_url: str | None = None
+        self.preview_artifact_id: str | None = None
+        self.checkpoint_ids: list[str] = []
+        self.last_detail: dict[str, Any] = {}
+
+    def _check_lost(self) -> None:
+        # A cancel must not interrupt a tick half-way (the final checkpoint comes first); a lost lease
+        # must: another worker owns the job now and writes its own checkpoints.
+        if self.ctx.lost_event.is_set():
+            raise JobAbandoned(f"job {self.ctx.job_id}: lease lost; another worker owns it now")
+
+    def start(self, kimg: float, total_kimg: float) -> None:
+        detail = self._detail(kimg=kimg, total_kimg=total_kimg, tick=None)
+        self._progress(kimg / total_kimg if total_kimg else 0.0, detail)
+
+    def _detail(self, **values: Any) -> dict[str, Any]:
+        detail = {
+            "attempt": self.ctx.attempt,
+            "resumed_from_kimg": self.resumed_from_kimg,
+            "preview_url": self.preview_url,
+            "checkpoints": len(self.checkpoint_ids),
+        }
+        detail.update(values)
+        return detail
+
+    def _progress(self, fraction: float, detail: dict[str, Any]) -> None:
+        from worker.events import append_event
+
+        self._check_lost()
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.last_detail = detail
+        self.ctx.report_progress(fraction, detail)
+        with self.sessions() as session:
+            append_event(session, self.ctx.job_id, "progress", {"fraction": fraction, **detail})
+
+    def on_tick(self, stats: dict[str, Any]) -> None:
+        kimg, total = float(stats["kimg"]), float(stats["total_kimg"])
+        sec_per_kimg = float(stats.get("sec_per_kimg") or 0.0)
+        detail = self._detail(
+            kimg=kimg,
+            total_kimg=total,
+            fraction=float(stats["progress"]),
+            eta_seconds=max(total - kimg, 0.0) * sec_per_kimg,
+            sec_per_kimg=sec_per_kimg,
+            augment_p=stats.get("augment_p"),
+            losses={k.removeprefix("Loss/"): v for k, v in stats.items() if k.startswith("Loss/")},
+            metrics={k.removeprefix("Metrics/"): v for k, v in stats.items() if k.startswith("Metrics/")},
+            tick=stats.get("tick"),
+        )
+        self._progress(float(stats["progress"]), detail)
+
+    def on_preview(self, path: Path) -> None:
+        from worker.db.models import Artifact
+        from worker.events import add_event
+
+        self._check_lost()
+        key = self.storage.put_file(f"jobs/{self.ctx.job_id}/previews/{path.name}", path)
+        with self.sessions() as session:
+            artifact = Artifact(
+                job_id=self.ctx.job_id,
+                kind="preview",
+                name=path.name,
+                file_key=key,
+                content_type="image/png",
+                size_bytes=path.stat().st_size,
+                sha256=_file_sha256(path),
+                owner_key=self.owner_key,
+            )
+            session.add(artifact)
+            session.flush()
+            self.preview_artifact_id = artifact.id
+            self.preview_url = f"/v1/artifacts/{artifact.id}"
+            add_event(
+                session,
+                self.ctx.job_id,
+                "preview",
+                {"artifact_id": artifact.id, "url": self.preview_url, "name": path.name},
+            )
+            session.commit()
+
+    def on_checkpoint(self, path: Path, kimg: float, metrics: dict[str, float]) -> None:
+        from worker.db.models import Checkpoint
+        from worker.events import add_event
+
+        self._check_lost()
+        key = self.storage.put_file(f"jobs/{self.ctx.job_id}/checkpoints/{path.name}", path)
+        with self.sessions() as session:
+            row = Checkpoint(
+                job_id=self.ctx.job_id,
+                kimg=kimg,
+                file_key=key,
+                sha256=_file_sha256(path),
+                size_bytes=path.stat().st_size,
+                metrics=dict(metrics),
+            )
+            session.add(row)
+            session.flush()
+            self.checkpoint_ids.append(row.id)
+            add_event(
+                session,
+                self.ctx.job_id,
+                "checkpoint",
+                {
+                    "checkpoint_id": row.id,
+                    "kimg": kimg,
+                    "metrics": dict(metrics),
+                    "size_bytes": row.size_bytes,
+                },
+            )
+            session.commit()
+            self._prune(session)
+
+    def _prune(self, session: Session) -> None:
+        from worker.db.models import Checkpoint
+
+        rows = session.scalars(
+            sa.select(Checkpoint)
+            .where(Checkpoint.job_id == self.ctx.job_id)
+            .order_by(Checkpoint.kimg.desc(), Checkpoint.created_at.desc())
+        ).all()
+        for old in rows[KEEP_CHECKPOINTS:]:
+            self.storage.delete(old.file_key)
+            session.delete(old)
+        session.commit()
+
+    def should_stop(self) -> bool:
+        self._check_lost()
+        return self.ctx.cancel_event.is_set()
+
+
+# --- the handler ----------------------------------------------------------------------------------------
+
+
+def training_root(ctx: JobContext) -> Path:
+    settings = ctx.settings
+    return (
+        Path(settings.training_dir) if settings.training_dir is not None else settings.data_dir / "training"
+    )
+
+
+def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    from gan.training.loop import TrainOptions, train
+    from worker.celery_app import process_sessions
+    from worker.storage import make_storage
+
+    spec = TrainingParams.model_validate(params)
+    sessions = process_sessions(ctx.settings)
+    storage = make_storage(ctx.settings)
+    with sessions() as session:
+        try:
+            owner_key, dataset, model = _inputs(session, ctx.job_id, spec)
+        except TrainingInputError as exc:
+            from gan.errors import GanError
+
+            raise GanError(str(exc)) from None
+        resume_row = last_checkpoint(session, ctx.job_id)
+        session.expunge_all()
+
+    run_dir = training_root(ctx) / ctx.job_id / f"attempt-{ctx.attempt}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    try:
+        with ExitStack() as stack:
+            data = _local(storage, dataset.file_key, stack)
+            resume: Path | None = None
+            if resume_row is not None:
+                resume = _local(storage, resume_row.file_key, stack)
+                log.info(
+                    "job %s: attempt %d resumes from checkpoint at %.3f kimg",
+                    ctx.job_id,
+                    ctx.attempt,
+                    resume_row.kimg,
+                )
+            elif model is not None:
+                resume = _local(storage, model.file_key, stack)
+            cfg = spec.cfg or "auto"
+            options = TrainOptions(
+                data=data,
+                outdir=run_dir,
+                cfg=cfg,
+                resume=resume,
+                kimg=spec.kimg,
+                batch=spec.batch,
+                gamma=spec.gamma,
+                aug=spec.aug,
+                p=spec.p,
+                target=spec.target,
+                mirror=spec.mirror,
+                cond=bool(dataset.num_classes) and (model is None or model.c_dim > 0),
+                freezed=spec.freezed,
+                snap=spec.snap,
+                tick=spec.tick,
+                metrics=tuple(spec.metrics),
+                seed=spec.seed,
+                cbase=spec.cbase,
+                cmax=spec.cmax,
+                # A Celery prefork child is a daemon process and may not start DataLoader workers.
+                workers=0,
+                preview_images=spec.preview_images,
+            )
+            callback = JobTrainingCallback(
+                ctx, sessions, storage, owner_key, resume_row.kimg if resume_row is not None else None
+            )
+            callback.start(resume_row.kimg if resume_row is not None else 0.0, spec.kimg)
+            result = train(options, callback)
+            if result.stopped:
+                raise JobCanceled(
+                    f"job {ctx.job_id} canceled at {result.kimg:.3f} kimg (final checkpoint kept)"
+                )
+            if result.model is None:
+                from gan.errors import GanError
+
+                raise GanError("training ended without exporting a model")
+            model_id = _register_model(ctx, sessions, storage, result.model, owner_key, model, dataset)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    with sessions() as session:
+        from worker.db.models import Checkpoint
+
+        kept = session.scalars(
+            sa.select(Checkpoint.id).where(Checkpoint.job_id == ctx.job_id).order_by(Checkpoint.kimg)
+        ).all()
+    return {"model_id": model_id, "checkpoints": list(kept), "kimg": result.kimg}
+
+
+def _register_model(
+    ctx: JobContext,
+    sessions: sessionmaker[Session],
+    storage: Storage,
+    exported: Path,
+    owner_key: str | None,
+    base: Model | None,
+    dataset: Dataset,
+) -> str:
+    """Store G_ema as our generator file and add its Model row (once, even if this step is re-run)."""
+    from gan.io.checkpoint import convert_network, inspect_network
+    from worker.db.models import Model
+
+    source = f"training:{ctx.job_id}"
+    license_note = base.license_note if base is not None else None
+    with tempfile.TemporaryDirectory(prefix="stylegan-export-") as tmp:
+        final = convert_network(
+            exported, Path(tmp) / "model.safetensors", license_note=license_note, source=source
+        )
+        info = inspect_network(final)
+        with sessions() as session:
+            existing = session.scalars(sa.select(Model).where(Model.source == source)).first()
+            if existing is not None:
+                return existing.id
+            key = storage.put_file(f"models/{info.sha256}.safetensors", final)
+            name = (
+                f"{base.name} fine-tuned on {dataset.name}"
+                if base is not None
+                else f"trained on {dataset.name}"
+            )
+            row = Model(
+                name=name[:200],
+                architecture=info.architecture,
+                resolution=info.resolution,
+                img_channels=int(info.config.get("img_channels", 3)),
+                z_dim=info.z_dim,
+                w_dim=info.w_dim,
+                c_dim=info.c_dim,
+                num_ws=info.num_ws,
+                file_key=key,
+                sha256=info.sha256,
+                size_bytes=final.stat().st_size,
+                format="ours",
+                config=info.config,
+                num_params=info.num_params,
+                source=source,
+                license_note=license_note,
+                owner_key=owner_key,
+                job_id=ctx.job_id,
+            )
+            session.add(row)
+            session.commit()
+            return row.id
