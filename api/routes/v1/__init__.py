@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import datasets, events, jobs, training
+from api.routes.v1 import datasets, events, jobs, projections, training
 
 router = APIRouter()
 router.include_router(jobs.router)
 router.include_router(events.router)
 router.include_router(datasets.router)
 router.include_router(training.router)
+router.include_router(projections.router)
