@@ -174,6 +174,7 @@ class JobTrainingCallback:
         self.preview_url: str | None = None
         self.preview_artifact_id: str | None = None
         self.checkpoint_ids: list[str] = []
+        self.previews = 0
         self.last_detail: dict[str, Any] = {}
 
     def _check_lost(self) -> None:
@@ -227,7 +228,12 @@ class JobTrainingCallback:
         from worker.events import add_event
 
         self._check_lost()
-        key = self.storage.put_file(f"jobs/{self.ctx.job_id}/previews/{path.name}", path)
+        # The loop names grids by whole kimg, so short ticks repeat a name: the key adds the attempt and
+        # a counter, and every preview stays its own artifact.
+        self.previews += 1
+        key = self.storage.put_file(
+            f"jobs/{self.ctx.job_id}/previews/{self.ctx.attempt}-{self.previews:05d}-{path.name}", path
+        )
         with self.sessions() as session:
             artifact = Artifact(
                 job_id=self.ctx.job_id,
