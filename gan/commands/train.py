@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep besides the best")
     p.add_argument("--metrics", default="", help="comma-separated metrics (e.g. fid50k_full), or none")
     p.add_argument("--detector", help="Inception detector for --metrics (path or URL; default: official URL)")
+    p.add_argument(
+        "--metrics-num-gen",
+        type=int,
+        help="generated images per metric (default: the count in its name, e.g. 50k); fewer is faster "
+        "and biased (FID upwards), for quick checks",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact reruns)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -109,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         keep=args.keep,
         metrics=metrics,
         detector=args.detector,
+        metrics_num_gen=args.metrics_num_gen,
         seed=args.seed,
         deterministic=args.deterministic,
         device=args.device,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ from gan.training.progress import (
     save_image_grid,
 )
 
+if TYPE_CHECKING:
+    from gan.metrics.detector import FeatureDetector
+
 AugMode = Literal["ada", "fixed", "noaug"]
 
 
@@ -83,9 +86,10 @@ class TrainOptions:
     freezed: int = 0
     snap: int = 50
     tick: float = 4.0
-    keep: int = 3  # checkpoints kept besides the best by the first metric
+    keep: int = 3  # checkpoints kept besides the best by the first FID or KID metric
     metrics: tuple[str, ...] = ()
     detector: str | None = None  # Inception file (path or URL) for the metrics; None: the official URL
+    metrics_num_gen: int | None = None  # generated images per metric; None: the count in its name
     seed: int = 0
     deterministic: bool = False
     device: Literal["cpu", "cuda"] | None = None  # None: cuda when available
@@ -132,6 +136,14 @@ class TrainOptions:
             raise ConfigError(f"--gamma must be >= 0, got {self.gamma}")
         if self.device not in (None, "cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.keep < 1:  # the newest checkpoint is what a resumed or replaced run continues from
+            raise ConfigError(f"--keep must be >= 1, got {self.keep}")
+        from gan.metrics.compute import parse_metric
+
+        for name in self.metrics:
+            parse_metric(name)  # an unknown name fails here, not at the first snapshot
+        if self.metrics_num_gen is not None and self.metrics_num_gen < 2:
+            raise ConfigError(f"--metrics-num-gen must be >= 2, got {self.metrics_num_gen}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -495,16 +507,23 @@ def train(
     env = env or DistEnv()
     callback = callback if (callback is not None and env.is_main) else NullCallback()
     device = _pick_device(options, env)
+    # The detector is loaded before anything is built or written, so that a missing file or a failed
+    # download stops the run here with one line rather than after the first tick.
+    detector = load_metrics_detector(options, device) if env.is_main else None
     init_process_group(env, device, init_method)
     try:
-        return _train(options, callback, env, device)
+        return _train(options, callback, env, device, detector)
     finally:
         if env.enabled:
             shutdown()
 
 
 def _train(
-    options: TrainOptions, callback: TrainingCallback, env: DistEnv, device: torch.device
+    options: TrainOptions,
+    callback: TrainingCallback,
+    env: DistEnv,
+    device: torch.device,
+    detector: FeatureDetector | None,
 ) -> TrainResult:
     from gan.training.dataset import ImageDataset
 
@@ -708,8 +727,8 @@ def _train(
         tick_stats.clear()
 
         snapshot = done or cur_tick % options.snap == 0
-        if snapshot and options.metrics and env.is_main:  # the other ranks wait at the next all-reduce
-            metrics = _evaluate_metrics(options, G_ema, device)
+        if snapshot and detector is not None:  # rank 0 only; the others wait at the next all-reduce
+            metrics = _evaluate_metrics(options, G_ema, detector, device)
             stats_line.update({f"Metrics/{k}": v for k, v in metrics.items()})
         if snapshot and env.is_main:
             callback.on_preview(render_previews(outdir / f"fakes{cur_nimg // 1000:06d}.png"))
@@ -730,7 +749,7 @@ def _train(
                 rng_state=rng_state,
                 metrics=metrics,
             )
-            ckpt_io.prune_checkpoints(outdir, options.keep, options.metrics[0] if options.metrics else None)
+            ckpt_io.prune_checkpoints(outdir, options.keep, best_metric(options.metrics))
             callback.on_checkpoint(last_ckpt, cur_nimg / 1e3, dict(metrics))
         if stats_log is not None:
             stats_log.write(stats_line)
@@ -796,11 +815,38 @@ def _write_checkpoint(
     return ckpt_io.save_checkpoint(outdir / ckpt_io.checkpoint_name(counters["cur_nimg"]), tensors, meta)
 
 
-def _evaluate_metrics(options: TrainOptions, G_ema: nn.Module, device: torch.device) -> dict[str, float]:
+def load_metrics_detector(options: TrainOptions, device: torch.device) -> FeatureDetector | None:
+    """The Inception detector `--metrics` needs (None without metrics); raises if it cannot be had."""
+    if not options.metrics:
+        return None
+    from gan.metrics.detector import INCEPTION_URL, load_detector
+
+    source = options.detector or INCEPTION_URL
+    if "://" not in source and not Path(source).is_file():
+        raise ConfigError(f"--detector {source}: no such file (the metrics in --metrics need it)")
+    return load_detector(source, device=device)
+
+
+def best_metric(metrics: tuple[str, ...] | list[str]) -> str | None:
+    """The metric that picks the checkpoint kept as the best: the first FID or KID (lower is better);
+    precision and recall have no single direction, so they never pick."""
+    from gan.metrics.compute import parse_metric
+
+    return next((m for m in metrics if parse_metric(m).kind in ("fid", "kid")), None)
+
+
+def _evaluate_metrics(
+    options: TrainOptions, G_ema: nn.Module, detector: FeatureDetector, device: torch.device
+) -> dict[str, float]:
     from gan.metrics import compute_metrics
 
     results = compute_metrics(
-        list(options.metrics), G=G_ema, data=Path(options.data), detector=options.detector, device=device
+        list(options.metrics),
+        G=G_ema,
+        data=Path(options.data),
+        detector=detector,
+        num_gen=options.metrics_num_gen,
+        device=device,
     )
     return {k: float(v) for k, v in results.items()}
 
@@ -821,6 +867,7 @@ def launch(options: TrainOptions, callback: TrainingCallback | None = None) -> T
     if env is not None:
         return train(options, callback, env, None)
     if options.gpus > 1:
+        load_metrics_detector(options, torch.device("cpu"))  # fail here, not in a spawned rank
         spawn(_spawned_rank, options.gpus, (options, callback))
         return None
     return train(options, callback)
