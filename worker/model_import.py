@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,8 +278,3 @@ def delete_model_file_if_unused(session: Session, storage: Storage, key: str) ->
         return False
     storage.delete(key)
     return True
-
-
-def fresh_scratch_dir() -> Path:
-    """A private temp directory, for callers without a data dir (the demo model at start-up in tests)."""
-    return Path(tempfile.mkdtemp(prefix="stylegan-import-"))

@@ -52,6 +52,7 @@ _DESCRIPTIONS = {
     404: "No such resource visible to this key.",
     409: "The resource is in a state that forbids this.",
     413: "Request body over the size limit.",
+    415: "The request's Content-Type is not one this route takes.",
     416: "The requested byte range lies outside the file; `Content-Range` gives its size.",
     422: "The request names an impossible value; `detail` names the field.",
     429: "Over a per-key limit (active jobs, request rate); retry after `Retry-After` seconds.",

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import datasets, events, jobs, projections, training
+from api.routes.v1 import artifacts, datasets, events, jobs, models, projections, training
 
 router = APIRouter()
 router.include_router(jobs.router)
@@ -10,3 +10,5 @@ router.include_router(events.router)
 router.include_router(datasets.router)
 router.include_router(training.router)
 router.include_router(projections.router)
+router.include_router(models.router)
+router.include_router(artifacts.router)
