@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worker.model_import import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 ArchitectureName = Literal["stylegan2", "stylegan3-t", "stylegan3-r"]
 ModelFormatName = Literal["ours", "official-pkl", "tf-pkl"]
 
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EXAMPLE_ID = "5b7f7a4e-1c0d-4a8e-9f55-2f0b6c1d3e21"
 
 
@@ -115,6 +117,13 @@ class ModelImportRequest(BaseModel):
         max_length=MAX_LICENSE_NOTE_LENGTH,
         description="The licence of the weights, if not NVIDIA's non-commercial licence.",
     )
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value):
+            raise ValueError("must be 64 hexadecimal digits")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelImportRequest:
