@@ -16,10 +16,12 @@ from pydantic import BaseModel, ValidationError
 from worker.jobs import QueueName
 from worker.tasks.context import JobContext
 from worker.tasks.dataset_prepare import DatasetPrepareParams, run_dataset_prepare
+from worker.tasks.mix_grid import MixGridParams, run_mix_grid
 from worker.tasks.model_import import ModelImportParams, run_model_import
 from worker.tasks.probe import ProbeParams, run_probe
 from worker.tasks.projection import ProjectionParams, run_projection
 from worker.tasks.training import TrainingParams, run_training
+from worker.tasks.video import VideoParams, run_video
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
 
@@ -40,6 +42,8 @@ class JobKind:
 
 JOB_KINDS: Mapping[str, JobKind] = {
     "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe),
+    "mix_grid": JobKind(queue="inference", params_model=MixGridParams, handler=run_mix_grid),
+    "video": JobKind(queue="inference", params_model=VideoParams, handler=run_video),
     "model_import": JobKind(queue="inference", params_model=ModelImportParams, handler=run_model_import),
     "projection": JobKind(queue="inference", params_model=ProjectionParams, handler=run_projection),
     "dataset_prepare": JobKind(
