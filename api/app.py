@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
 from api.middleware import BodySizeLimit
 from api.routes import health
 from api.routes.v1 import router as v1_router
@@ -56,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(v1_router, prefix="/v1")
+    install_metrics(app)  # last: its latency middleware wraps all the others
     return app

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import artifacts, datasets, events, jobs, models, projections, training
+from api.routes.v1 import artifacts, datasets, events, images, jobs, models, projections, training
 
 router = APIRouter()
 router.include_router(jobs.router)
+router.include_router(images.router)
 router.include_router(events.router)
 router.include_router(datasets.router)
 router.include_router(training.router)

@@ -1,0 +1,148 @@
+"""`GET /metrics` in the Prometheus text format, one registry per app (tests build many apps).
+
+- `stylegan_http_request_duration_seconds{method, route, status}`: latency by route *template*
+  (`/v1/models/{model_id}/images/{seed}.{format}`), so the label set stays small whatever ids are asked;
+- `stylegan_inference_batch_size`: the forward-pass size each synchronous image was rendered in, as the
+  inference worker reported it (also the `X-Batch-Size` header);
+- `stylegan_queue_depth{queue}` and `stylegan_jobs{state}`: read from the database at scrape time, since
+  the database holds the truth for every process and machine (the broker only carries ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class JobsCollector(Collector):
+    """Queue depths and jobs by state, counted in the database when Prometheus scrapes."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import sqlalchemy as sa
+
+        from worker.db.models import JOB_STATES, Job
+        from worker.jobs import QUEUES
+
+        depth = GaugeMetricFamily(
+            "stylegan_queue_depth", "Jobs queued and not yet started, per queue.", labels=["queue"]
+        )
+        by_state = GaugeMetricFamily("stylegan_jobs", "Jobs in the database, per state.", labels=["state"])
+        try:
+            with self.sessions() as session:
+                queued = dict(
+                    session.execute(
+                        sa.select(Job.queue, sa.func.count()).where(Job.state == "queued").group_by(Job.queue)
+                    ).all()
+                )
+                states = dict(
+                    session.execute(sa.select(Job.state, sa.func.count()).group_by(Job.state)).all()
+                )
+        except Exception:
+            # A scrape must not fail because the database blinked; the gauges are left out this time.
+            log.exception("metrics: could not count jobs")
+            return
+        for queue in QUEUES:
+            depth.add_metric([queue], float(queued.get(queue, 0)))
+        for state in JOB_STATES:
+            by_state.add_metric([state], float(states.get(state, 0)))
+        yield depth
+        yield by_state
+
+
+class Metrics:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.registry = CollectorRegistry()
+        self.request_duration = Histogram(
+            "stylegan_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "stylegan_inference_batch_size",
+            "Rows in the forward pass each synchronous image was rendered in.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(JobsCollector(sessions))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LatencyMiddleware:
+    """Times every HTTP request until its last body byte is sent, labelled by the matched route."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            # The router writes the matched route into the scope it was handed (this same dict).
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            self.metrics.request_duration.labels(scope.get("method", "?"), template, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": 'stylegan_jobs{state="queued"} 3.0\n'}}}},
+)
+def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Add the registry, the latency middleware and the /metrics route (call from create_app)."""
+    metrics_state = Metrics(app.state.session_factory)
+    app.state.metrics = metrics_state
+    app.add_middleware(LatencyMiddleware, metrics=metrics_state)
+    app.include_router(router)
+
+
+def observe_batch_size(app: Any, size: int) -> None:
+    metrics_state: Metrics | None = getattr(app.state, "metrics", None)
+    if metrics_state is not None:
+        metrics_state.batch_size.observe(size)

@@ -1,0 +1,298 @@
+"""Sampling and style mixing over HTTP: synchronous images, and mix-grid and video jobs.
+
+Thin routes: parse the query or body, call `api.services.sampling`, answer bytes or a job.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+
+from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.schemas.common import problem_responses
+from api.schemas.jobs import JobOut, job_out
+from api.schemas.sampling import (
+    DEFAULT_PSI,
+    MAX_SEED,
+    PSI_MAX,
+    PSI_MIN,
+    ImageFormat,
+    MixGridCreate,
+    NoiseModeName,
+    VideoCreate,
+)
+from api.services import sampling as service
+
+router = APIRouter(prefix="/models/{model_id}", tags=["sampling"], responses=problem_responses(401, 404))
+
+_IMAGE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/webp": {}}
+_IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "content": _IMAGE_TYPES,
+        "description": "The image: PNG (lossless), JPEG or WebP (quality 90). `X-Batch-Size` says how many "
+        "requests shared its forward pass.",
+    },
+    304: {"description": "`If-None-Match` named this image's ETag; nothing was computed."},
+    **problem_responses(422, 429, 503),
+}
+
+ModelId = Annotated[
+    str, Path(max_length=36, description="The model's id.", examples=["3f2c9f0e-7b1a-4c52-9d3e-2f7a1f0b8c11"])
+]
+Format = Annotated[ImageFormat, Path(description="png, jpg or webp.")]
+Psi = Annotated[float, Query(ge=PSI_MIN, le=PSI_MAX, allow_inf_nan=False, description="Truncation psi.")]
+Cutoff = Annotated[int | None, Query(ge=1, description="Truncate only the first `cutoff` ws (default: all).")]
+Noise = Annotated[
+    NoiseModeName, Query(description="Noise inputs: const, random (seeded by the image's seed) or none.")
+]
+ClassIdx = Annotated[
+    int | None, Query(alias="class", ge=0, description="Class, for conditional models only.")
+]
+Translate = Annotated[
+    str | None, Query(max_length=100, description="StyleGAN3 only: `x,y`.", examples=["0.3,-0.1"])
+]
+Rotate = Annotated[float | None, Query(allow_inf_nan=False, description="StyleGAN3 only: degrees.")]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=2000)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+def _params(
+    psi: float,
+    cutoff: int | None,
+    noise: NoiseModeName,
+    class_idx: int | None,
+    translate: str | None,
+    rotate: float | None,
+) -> service.ImageParams:
+    return service.ImageParams(
+        psi=psi,
+        cutoff=cutoff,
+        noise=noise,
+        class_idx=class_idx,
+        translate=service.parse_translate(translate),
+        rotate=rotate,
+    )
+
+
+def _image(rendered: service.RenderedImage, headers: dict[str, str]) -> Response:
+    return Response(
+        rendered.data,
+        media_type=rendered.content_type,
+        headers={**headers, "X-Batch-Size": str(rendered.batch_size)},
+    )
+
+
+@router.get(
+    "/images/random.{format}",
+    summary="An image from a random seed",
+    description="Picks a seed, renders it, and says which: `X-Seed`, and a `Link` to the image's permanent "
+    '(cacheable) URL with `rel="canonical"`. Never cached itself.',
+    response_class=Response,
+    responses=_IMAGE_RESPONSES,
+)
+def random_image(
+    request: Request,
+    model_id: ModelId,
+    format: Format,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    psi: Psi = DEFAULT_PSI,
+    cutoff: Cutoff = None,
+    noise: Noise = "const",
+    class_idx: ClassIdx = None,
+    translate: Translate = None,
+    rotate: Rotate = None,
+) -> Response:
+    model = service.find_model(session, model_id, owner)
+    params = _params(psi, cutoff, noise, class_idx, translate, rotate)
+    service.check_model_params(model, params, settings)
+    seed = service.random_seed()
+    rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
+    canonical = f"/v1/models/{model.id}/images/{seed}.{format}?{params.query_string()}"
+    return _image(
+        rendered,
+        {"X-Seed": str(seed), "Link": f'<{canonical}>; rel="canonical"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/images/w/{projection_id}.{format}",
+    summary="The image of a projected w",
+    description="Renders the w found by a projection job (`POST /v1/models/{id}/projections`) of this key.",
+    response_class=Response,
+    responses=_IMAGE_RESPONSES,
+)
+def projection_image(
+    request: Request,
+    model_id: ModelId,
+    projection_id: Annotated[str, Path(max_length=36, description="The projection job's id.")],
+    format: Format,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    noise: Noise = "const",
+    translate: Translate = None,
+    rotate: Rotate = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    model = service.find_model(session, model_id, owner)
+    params = service.ImageParams(
+        psi=1.0, noise=noise, translate=service.parse_translate(translate), rotate=rotate
+    )
+    service.check_model_params(model, params, settings)
+    tag = service.etag(model, f"w:{projection_id}", params, format)
+    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
+    if service.if_none_match(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    w = service.projection_w(session, settings, projection_id, owner)
+    rendered = service.render(request.app, owner, service.w_request(model, w, params, format))
+    return _image(rendered, headers)
+
+
+@router.get(
+    "/images/{seed}.{format}",
+    summary="The image of a seed",
+    description="The pixels `stylegan generate` writes for this seed and these options. Deterministic, so "
+    "cached for a year with a strong `ETag`; `If-None-Match` answers 304 without rendering.",
+    response_class=Response,
+    responses=_IMAGE_RESPONSES,
+)
+def seed_image(
+    request: Request,
+    model_id: ModelId,
+    seed: Annotated[
+        int, Path(ge=0, le=MAX_SEED, description="Any integer in [0, 2**32 - 1].", examples=[42])
+    ],
+    format: Format,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    psi: Psi = DEFAULT_PSI,
+    cutoff: Cutoff = None,
+    noise: Noise = "const",
+    class_idx: ClassIdx = None,
+    translate: Translate = None,
+    rotate: Rotate = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    model = service.find_model(session, model_id, owner)
+    params = _params(psi, cutoff, noise, class_idx, translate, rotate)
+    service.check_model_params(model, params, settings)
+    tag = service.etag(model, f"seed:{seed}", params, format)
+    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
+    if service.if_none_match(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
+    return _image(rendered, headers)
+
+
+@router.get(
+    "/mix.{format}",
+    summary="Style mixing of two latents",
+    description="The row's ws with the `styles` ws of the column, after truncation: the `{row}-{col}.png` "
+    "that `stylegan mix` writes. `row` and `col` are seeds or `w:<projection id>`.",
+    response_class=Response,
+    responses=_IMAGE_RESPONSES,
+)
+def mix_image(
+    request: Request,
+    model_id: ModelId,
+    format: Format,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    row: Annotated[str, Query(max_length=50, description="A seed or `w:<projection id>`.", examples=["42"])],
+    col: Annotated[
+        str, Query(max_length=50, description="A seed or `w:<projection id>`.", examples=["1234"])
+    ],
+    styles: Annotated[
+        str,
+        Query(
+            max_length=200, description="ws indices from `col`: `0-3`, `0,1,5-7`, `coarse`, `middle`, `fine`."
+        ),
+    ] = "coarse",
+    psi: Psi = DEFAULT_PSI,
+    cutoff: Cutoff = None,
+    noise: Noise = "const",
+    class_idx: ClassIdx = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    model = service.find_model(session, model_id, owner)
+    params = _params(psi, cutoff, noise, class_idx, None, None)
+    service.check_model_params(model, params, settings)
+    row_source, row_name = service.latent_source(session, settings, model, row, "row", owner)
+    col_source, col_name = service.latent_source(session, settings, model, col, "col", owner)
+    tag = service.etag(model, f"mix:{row_name}:{col_name}:{styles}", params, format)
+    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
+    if service.if_none_match(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    rendered = service.render(
+        request.app, owner, service.mix_request(model, row_source, col_source, styles, params, format)
+    )
+    return _image(rendered, headers)
+
+
+_JOB_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"model": JobOut, "description": "Replay of an earlier request with the same Idempotency-Key."},
+    202: {"description": "Queued; poll `GET /v1/jobs/{id}` (the `Location`). Its result links the artifact."},
+    **problem_responses(422, 503),
+}
+
+
+@router.post(
+    "/mix-grids",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a style-mixing grid",
+    description="A job (kind `mix_grid`) whose artifact is the grid PNG `stylegan mix` writes as grid.png.",
+    responses=_JOB_RESPONSES,
+)
+def create_mix_grid(
+    model_id: ModelId,
+    body: MixGridCreate,
+    response: Response,
+    session: SessionDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    model = service.find_model(session, model_id, owner)
+    job, created = service.submit_mix_grid(
+        session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
+    )
+    return _accepted(response, job, created)
+
+
+@router.post(
+    "/videos",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a latent-walk video",
+    description="A job (kind `video`) that walks through the seeds and encodes MP4, GIF or WebP; progress "
+    "counts frames, and the artifact streams with Range from `GET /v1/artifacts/{id}`.",
+    responses=_JOB_RESPONSES,
+)
+def create_video(
+    model_id: ModelId,
+    body: VideoCreate,
+    response: Response,
+    session: SessionDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    model = service.find_model(session, model_id, owner)
+    job, created = service.submit_video(
+        session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
+    )
+    return _accepted(response, job, created)
+
+
+def _accepted(response: Response, job: object, created: bool) -> JobOut:
+    out = job_out(job)  # type: ignore[arg-type]
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/jobs/{out.id}"
+    return out

@@ -1,0 +1,142 @@
+"""Wire format of sampling, mixing, mix grids and videos.
+
+Query parameters of the synchronous images are plain FastAPI parameters (api/routes/v1/images.py);
+the job requests are these bodies. Defaults follow the official scripts except psi: over HTTP it is 0.7,
+the truncation that "this person does not exist" style sampling uses (the commands default to 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**32 - 1  # np.random.RandomState accepts [0, 2**32)
+# Truncation beyond +-2 extrapolates far outside anything the generator was trained to produce.
+PSI_MIN, PSI_MAX = -2.0, 2.0
+DEFAULT_PSI = 0.7
+# Rows or columns of one mix grid, seeds of one walk: a grid of 16 x 16 at 1024 px is already 280 MP.
+MAX_GRID_SIDE = 16
+MAX_WALK_SEEDS = 64
+MAX_FPS = 120.0
+
+ImageFormat = Literal["png", "jpg", "webp"]
+NoiseModeName = Literal["const", "random", "none"]
+Seed = int
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+class _Truncation(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    psi: float = Field(default=DEFAULT_PSI, ge=PSI_MIN, le=PSI_MAX, description="Truncation psi.")
+    cutoff: int | None = Field(
+        default=None, ge=1, description="Truncate only the first `cutoff` ws (default: all)."
+    )
+    noise: NoiseModeName = Field(
+        default="const", description="Noise inputs (StyleGAN2; no effect on StyleGAN3)."
+    )
+    class_idx: int | None = Field(
+        default=None, ge=0, alias="class", description="Class index; required by conditional models only."
+    )
+
+
+class MixGridCreate(_Truncation):
+    """A style-mixing grid as `stylegan mix` writes grid.png: column seeds on top, row seeds down the
+    left, each cell the row seed with the `styles` ws of the column seed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [{"rows": [0, 42], "cols": [1, 7, 1234], "styles": "coarse", "psi": 0.7}]
+        },
+    )
+
+    rows: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Row seeds.")
+    cols: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Column seeds.")
+    styles: str = Field(
+        default="0-6",
+        min_length=1,
+        max_length=200,
+        description="ws indices taken from the columns: `0-6`, `0,1,5-7`, or `coarse`, `middle`, `fine`.",
+    )
+
+    @field_validator("rows", "cols")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        for seed in seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, {MAX_SEED}]")
+        return seeds
+
+
+class VideoCreate(_Truncation):
+    """A latent walk through seeds (slerp in z, lerp in w), optionally moving a StyleGAN3 model's input
+    along a translate/rotate path."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {"seeds": [0, 1, 2], "frames": 60, "fps": 30, "space": "w", "format": "mp4", "loop": True},
+                {
+                    "seeds": [7],
+                    "frames": 48,
+                    "format": "gif",
+                    "fps": 24,
+                    "translate": [[-0.2, 0], [0.2, 0]],
+                    "rotate": [0, 30],
+                },
+            ]
+        },
+    )
+
+    seeds: list[int] = Field(min_length=1, max_length=MAX_WALK_SEEDS, description="Key seeds, in walk order.")
+    frames: int = Field(default=60, ge=1, description="Frames in all (at most STYLEGAN_VIDEO_MAX_FRAMES).")
+    fps: float = Field(default=30.0, gt=0, le=MAX_FPS, description="Frames per second (GIF: at most 50).")
+    space: Literal["w", "z"] = "w"
+    format: Literal["mp4", "gif", "webp"] = "mp4"
+    loop: bool = Field(default=False, description="Walk back from the last seed to the first.")
+    translate: tuple[tuple[float, float], tuple[float, float]] | None = Field(
+        default=None, description="StyleGAN3 only: [[x0, y0], [x1, y1]], the input's move along the walk."
+    )
+    rotate: tuple[float, float] | None = Field(
+        default=None, description="StyleGAN3 only: [deg0, deg1], the input's turn along the walk."
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return MixGridCreate._seeds(seeds)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, fps: float) -> float:
+        return _finite(fps)
+
+    @field_validator("translate")
+    @classmethod
+    def _translate(
+        cls, path: tuple[tuple[float, float], tuple[float, float]] | None
+    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        if path is not None:
+            for point in path:
+                for value in point:
+                    _finite(value)
+        return path
+
+    @field_validator("rotate")
+    @classmethod
+    def _rotate(cls, path: tuple[float, float] | None) -> tuple[float, float] | None:
+        if path is not None:
+            for value in path:
+                _finite(value)
+        return path

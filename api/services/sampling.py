@@ -1,0 +1,452 @@
+"""Synchronous sampling and mixing, and the mix-grid and video jobs, behind /v1/models/{id}/...
+
+A synchronous request is checked here against the model's row (class, cutoff, StyleGAN3-only options,
+resolution limit), so a bad parameter is a 422 naming it without any worker involved; then it passes
+the per-key rate limit and the per-process in-flight cap, goes to the inference queue as one
+`stylegan.render` task, and waits for its image (worker/inference/). Broker down, no worker answering
+in time, or a worker failure are 503 with Retry-After, never a hang or a 500.
+
+Caching: a seed (or projection) request always renders the same pixels (noise "random" is seeded from
+the image's seed, see gan.sampling.Sampler), so its ETag is a hash of what decides the pixels: the
+model file's sha256, the canonical parameters, the seed and the format, plus RENDER_VERSION, bumped
+whenever the rendering code changes its output. A matching If-None-Match is answered 304 before any
+work is queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
+
+from api.errors import InvalidRequest, NotFound, ServiceUnavailable
+from api.ratelimit import InFlightLimit, RateLimiter
+from api.schemas.sampling import MAX_SEED, PSI_MAX, PSI_MIN, MixGridCreate, VideoCreate
+
+if TYPE_CHECKING:
+    import numpy as np
+    from celery import Celery
+    from fastapi import FastAPI
+    from sqlalchemy.orm import Session
+
+    from worker.db.models import Job, Model
+    from worker.inference.client import InferenceClient
+    from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RENDER_VERSION = "1"
+# Retry-After when no inference worker answered or the broker is down: long enough for a restarted
+# worker to come up, short enough for a user to wait.
+UNAVAILABLE_RETRY_AFTER_S = 5
+ImageFormat = Literal["png", "jpg", "webp"]
+NoiseModeName = Literal["const", "random", "none"]
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """The query of an image or a mix, as parsed by the route (None: not given)."""
+
+    psi: float = 0.7
+    cutoff: int | None = None
+    noise: NoiseModeName = "const"
+    class_idx: int | None = None
+    translate: tuple[float, float] | None = None
+    rotate: float | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """The parameters that decide the pixels, in one spelling (for ETags and permanent URLs)."""
+        values: dict[str, Any] = {"psi": repr(float(self.psi)), "noise": self.noise}
+        if self.cutoff is not None:
+            values["cutoff"] = str(self.cutoff)
+        if self.class_idx is not None:
+            values["class"] = str(self.class_idx)
+        if self.translate is not None:
+            values["translate"] = f"{self.translate[0]!r},{self.translate[1]!r}"
+        if self.rotate is not None:
+            values["rotate"] = repr(float(self.rotate))
+        return values
+
+    def query_string(self) -> str:
+        return urlencode(self.canonical())
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    data: bytes
+    content_type: str
+    batch_size: int
+
+
+# --- per-app state ------------------------------------------------------------------------------------
+
+_state_lock = threading.Lock()
+
+
+def _app_state(app: FastAPI, name: str, make: Any) -> Any:
+    state = app.state
+    value = getattr(state, name, None)
+    if value is None:
+        with _state_lock:
+            value = getattr(state, name, None)
+            if value is None:
+                value = make()
+                setattr(state, name, value)
+    return value
+
+
+def inference_client(app: FastAPI) -> InferenceClient:
+    from worker.inference.client import InferenceClient
+
+    return _app_state(app, "inference_client", lambda: InferenceClient(app.state.celery, app.state.settings))  # type: ignore[no-any-return]
+
+
+def rate_limiter(app: FastAPI) -> RateLimiter:
+    settings: Settings = app.state.settings
+    return _app_state(  # type: ignore[no-any-return]
+        app,
+        "sample_rate_limiter",
+        lambda: RateLimiter(settings.sample_rate_per_second, settings.sample_burst),
+    )
+
+
+def in_flight(app: FastAPI) -> InFlightLimit:
+    settings: Settings = app.state.settings
+    return _app_state(app, "sample_in_flight", lambda: InFlightLimit(settings.sample_max_in_flight))  # type: ignore[no-any-return]
+
+
+# --- checks ------------------------------------------------------------------------------------------
+
+
+def find_model(session: Session, model_id: str, owner_key: str | None) -> Model:
+    """The model, if this key may see it; another key's model is as absent as a missing one (404)."""
+    from worker.db.models import Model
+
+    model = session.get(Model, model_id)
+    if model is None or model.owner_key != owner_key:
+        raise NotFound(f"no model with id {model_id!r}")
+    return model
+
+
+def parse_translate(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InvalidRequest(f"query translate: expected two numbers like 0.3,-1 (got {text!r})") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise InvalidRequest(f"query translate: values must be finite (got {text!r})")
+    return x, y
+
+
+def check_model_params(
+    model: Model, params: ImageParams, settings: Settings, *, where: str = "query"
+) -> None:
+    """Refuse what this model cannot do, naming the parameter (422)."""
+    if model.resolution > settings.max_resolution:
+        raise InvalidRequest(
+            f"model {model.id}: its resolution {model.resolution} px is over this service's limit of "
+            f"{settings.max_resolution} px (STYLEGAN_MAX_RESOLUTION)"
+        )
+    if not (math.isfinite(params.psi) and PSI_MIN <= params.psi <= PSI_MAX):
+        raise InvalidRequest(f"{where} psi: must be in [{PSI_MIN}, {PSI_MAX}] (got {params.psi})")
+    if params.cutoff is not None and not 1 <= params.cutoff <= model.num_ws:
+        raise InvalidRequest(
+            f"{where} cutoff: must be in [1, {model.num_ws}] for this model (got {params.cutoff})"
+        )
+    if model.c_dim > 0 and params.class_idx is None:
+        raise InvalidRequest(
+            f"{where} class: required, the model is conditional on {model.c_dim} classes (0-{model.c_dim - 1})"
+        )
+    if model.c_dim == 0 and params.class_idx is not None:
+        raise InvalidRequest(
+            f"{where} class: the model is unconditional and takes no class (got {params.class_idx})"
+        )
+    if params.class_idx is not None and not 0 <= params.class_idx < model.c_dim:
+        raise InvalidRequest(
+            f"{where} class: must be in [0, {model.c_dim - 1}] for this model (got {params.class_idx})"
+        )
+    is_sg3 = model.architecture.startswith("stylegan3")
+    if params.translate is not None and not is_sg3:
+        raise InvalidRequest(
+            f"{where} translate: only StyleGAN3 models can be translated (this is {model.architecture})"
+        )
+    if params.rotate is not None:
+        if not is_sg3:
+            raise InvalidRequest(
+                f"{where} rotate: only StyleGAN3 models can be rotated (this is {model.architecture})"
+            )
+        if not math.isfinite(params.rotate):
+            raise InvalidRequest(f"{where} rotate: must be a finite number of degrees")
+
+
+def etag(model: Model, subject: str, params: ImageParams, fmt: str) -> str:
+    """A strong ETag (RFC 9110 section 8.8.3) naming the exact pixels and encoding."""
+    canonical = json.dumps(
+        {
+            "v": RENDER_VERSION,
+            "model": model.sha256,
+            "subject": subject,
+            "params": params.canonical(),
+            "format": fmt,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+
+
+def if_none_match(header: str | None, tag: str) -> bool:
+    """True when the client's If-None-Match already names `tag` (weak comparison, RFC 9110 13.1.2)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    candidates = [part.strip().removeprefix("W/") for part in header.split(",")]
+    return tag in candidates
+
+
+def cache_control(settings: Settings) -> str:
+    # With auth on, the same URL answers 404 to another key: shared caches must not keep it.
+    scope = "private" if settings.auth_enabled else "public"
+    return f"{scope}, max-age=31536000, immutable"
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+# --- projections ---------------------------------------------------------------------------------------
+
+
+def projection_w(
+    session: Session, settings: Settings, projection_id: str, owner_key: str | None
+) -> np.ndarray:
+    """The projected w [num_ws, w_dim] of a finished projection job of this key (404 otherwise).
+
+    Uses `load_projection_w` from api/services/projections.py (the projection feature's own reader) when
+    it exists, else reads the job's `projected_w.npz` artifact (key "w", [1, num_ws, w_dim]) directly.
+    """
+    from worker.storage import make_storage
+
+    storage = make_storage(settings)
+    try:
+        from api.services.projections import load_projection_w  # type: ignore[attr-defined]
+    except ImportError:
+        load_projection_w = _read_projection_w
+    w = load_projection_w(session, storage, projection_id, owner_key)
+    return w.reshape(w.shape[-2], w.shape[-1])
+
+
+def _read_projection_w(
+    session: Session, storage: Any, projection_id: str, owner_key: str | None
+) -> np.ndarray:
+    import io
+
+    import numpy as np
+    import sqlalchemy as sa
+
+    from worker.db.models import Artifact, Job
+
+    job = session.get(Job, projection_id)
+    if job is None or job.kind != "projection" or job.owner_key != owner_key:
+        raise NotFound(f"no projection with id {projection_id!r}")
+    if job.state != "succeeded":
+        raise InvalidRequest(f"projection {projection_id} is {job.state}; its w exists once it has succeeded")
+    artifact = session.scalars(
+        sa.select(Artifact).where(Artifact.job_id == job.id, Artifact.name == "projected_w.npz")
+    ).first()
+    if artifact is None:
+        raise NotFound(f"projection {projection_id} has no projected w")
+    with storage.open(artifact.file_key) as fh:
+        w = np.load(io.BytesIO(fh.read()), allow_pickle=False)["w"]
+    return np.asarray(w, dtype=np.float32)
+
+
+def _check_w(model: Model, w: np.ndarray, field: str) -> None:
+    if tuple(w.shape) != (model.num_ws, model.w_dim):
+        raise InvalidRequest(
+            f"query {field}: the projection's w is {list(w.shape)}, this model needs [{model.num_ws}, {model.w_dim}] "
+            "(was it projected with another model?)"
+        )
+
+
+# --- rendering -----------------------------------------------------------------------------------------
+
+
+def _request(model: Model, params: ImageParams, fmt: str) -> dict[str, Any]:
+    return {
+        "model": {"file_key": model.file_key, "sha256": model.sha256},
+        "psi": params.psi,
+        "cutoff": params.cutoff,
+        "noise": params.noise,
+        "class": params.class_idx,
+        "translate": list(params.translate) if params.translate is not None else None,
+        "rotate": params.rotate,
+        "format": fmt,
+    }
+
+
+def sample_request(model: Model, seed: int, params: ImageParams, fmt: str) -> dict[str, Any]:
+    return {"op": "sample", "seed": seed, **_request(model, params, fmt)}
+
+
+def w_request(model: Model, w: np.ndarray, params: ImageParams, fmt: str) -> dict[str, Any]:
+    from worker.inference.render import encode_w
+
+    _check_w(model, w, "projection_id")
+    return {"op": "w", "w": encode_w(w), **_request(model, params, fmt)}
+
+
+def latent_source(
+    session: Session, settings: Settings, model: Model, text: str, field: str, owner_key: str | None
+) -> tuple[dict[str, Any], str]:
+    """`SEED` or `w:PROJECTION_ID` -> the request's {"seed": n} or {"w": ...}, and its canonical name."""
+    if text.startswith("w:"):
+        projection_id = text[2:]
+        if not projection_id:
+            raise InvalidRequest(f"query {field}: expected a seed or w:<projection id> (got {text!r})")
+        from worker.inference.render import encode_w
+
+        w = projection_w(session, settings, projection_id, owner_key)
+        _check_w(model, w, field)
+        return {"w": encode_w(w)}, f"w:{projection_id}"
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise InvalidRequest(
+            f"query {field}: expected a seed in [0, {MAX_SEED}] or w:<projection id> (got {text!r})"
+        )
+    return {"seed": int(text)}, str(int(text))
+
+
+def mix_request(
+    model: Model, row: dict[str, Any], col: dict[str, Any], styles: str, params: ImageParams, fmt: str
+) -> dict[str, Any]:
+    return {"op": "mix", "row": row, "col": col, "styles": styles, **_request(model, params, fmt)}
+
+
+def render(app: FastAPI, owner_key: str | None, request: dict[str, Any]) -> RenderedImage:
+    """Rate-limit, send to the inference worker, wait; 429/503/422 as the module docstring says."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from api.metrics import observe_batch_size
+    from worker.inference.client import InferenceFailed, InferenceTimeout
+    from worker.inference.tasks import NoResultBackend
+
+    settings: Settings = app.state.settings
+    rate_limiter(app).check(owner_key)
+    unavailable = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    with in_flight(app).hold():
+        try:
+            result = inference_client(app).call(request, settings.sample_timeout_seconds)
+        except InferenceTimeout as exc:
+            raise ServiceUnavailable(f"{exc}; retry later", headers=unavailable) from None
+        except (OperationalError, RedisError, OSError) as exc:
+            logger.warning("sampling: broker unreachable: %s", exc)
+            raise ServiceUnavailable("the broker is unreachable; retry later", headers=unavailable) from None
+        except NoResultBackend as exc:
+            raise ServiceUnavailable(str(exc), headers=unavailable) from None
+        except InferenceFailed as exc:
+            logger.error("sampling: the inference worker failed: %s", exc)
+            raise ServiceUnavailable(
+                "the inference worker failed on this request; retry later", headers=unavailable
+            ) from None
+    if "error" in result:
+        error = result["error"]
+        raise InvalidRequest(
+            f"query {error.get('field', 'params')}: {error.get('detail', 'refused by the model')}"
+        )
+    observe_batch_size(app, int(result["batch_size"]))
+    return RenderedImage(
+        base64.b64decode(result["data"]), str(result["content_type"]), int(result["batch_size"])
+    )
+
+
+# --- jobs ----------------------------------------------------------------------------------------------
+
+
+def submit_mix_grid(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    model: Model,
+    body: MixGridCreate,
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    params = ImageParams(psi=body.psi, cutoff=body.cutoff, noise=body.noise, class_idx=body.class_idx)
+    check_model_params(model, params, settings, where="body")
+    cells = len(body.rows) * len(body.cols)
+    if cells > settings.mix_grid_max_cells:
+        raise InvalidRequest(
+            f"body rows, cols: {len(body.rows)} x {len(body.cols)} = {cells} cells is over the limit of "
+            f"{settings.mix_grid_max_cells} (STYLEGAN_MIX_GRID_MAX_CELLS)"
+        )
+    job_params = body.model_dump(by_alias=False) | {"model_id": model.id}
+    return _submit(session, celery, settings, "mix_grid", job_params, owner_key, idempotency_key)
+
+
+def submit_video(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    model: Model,
+    body: VideoCreate,
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    params = ImageParams(psi=body.psi, cutoff=body.cutoff, noise=body.noise, class_idx=body.class_idx)
+    check_model_params(model, params, settings, where="body")
+    if body.frames > settings.video_max_frames:
+        raise InvalidRequest(
+            f"body frames: {body.frames} is over the limit of {settings.video_max_frames} (STYLEGAN_VIDEO_MAX_FRAMES)"
+        )
+    is_sg3 = model.architecture.startswith("stylegan3")
+    for name, value in (("translate", body.translate), ("rotate", body.rotate)):
+        if value is not None and not is_sg3:
+            raise InvalidRequest(
+                f"body {name}: only StyleGAN3 models take a {name} path (this is {model.architecture})"
+            )
+    if len(body.seeds) < 2 and body.translate is None and body.rotate is None:
+        raise InvalidRequest(
+            "body seeds: a walk needs two seeds or more, or one seed and a translate/rotate path"
+        )
+    if body.format == "gif" and body.fps > 50:
+        raise InvalidRequest(f"body fps: GIF cannot play above 50 fps (got {body.fps:g}); use webp or mp4")
+    job_params = body.model_dump(mode="json", by_alias=False) | {"model_id": model.id}
+    return _submit(session, celery, settings, "video", job_params, owner_key, idempotency_key)
+
+
+def _submit(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    kind: str,
+    params: dict[str, Any],
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    from api.schemas.jobs import JobCreate
+    from api.services import jobs as job_service
+
+    return job_service.submit_job(
+        session,
+        celery,
+        settings,
+        request=JobCreate(kind=kind, params=params),
+        owner_key=owner_key,
+        idempotency_key=idempotency_key,
+    )
