@@ -171,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     stopper = _Stopper()
     with _handling_signals(stopper), contextlib.ExitStack() as stack:
         upgrade_head(settings.effective_database_url)
+        _register_demo_model(settings)
         if settings.broker_url is None:
             # The worker child finds this broker through the same data directory (its state file), so
             # the URL, which carries the broker's password, never goes into the environment.
@@ -198,6 +199,32 @@ def _serve(args: argparse.Namespace) -> int:
             if not server.started:
                 return 1  # bind failure (port in use) and the like: uvicorn already said why
     return 0
+
+
+def _register_demo_model(settings: Settings) -> None:
+    """Register the bundled demo model once (worker/demo_model.py); a no-op when the file is absent or
+    already registered. A demo that fails to import is reported and the service starts without it."""
+    from worker.db.session import make_engine, make_session_factory
+    from worker.demo_model import bundled_demo_path, ensure_demo_model
+    from worker.model_import import ImportLimits, ModelImportError, scratch_dir
+    from worker.storage import make_storage
+
+    path = bundled_demo_path()
+    if path is None:
+        return
+    engine = make_engine(settings.effective_database_url)
+    try:
+        ensure_demo_model(
+            make_session_factory(engine),
+            make_storage(settings),
+            path,
+            scratch=scratch_dir(settings),
+            limits=ImportLimits.from_settings(settings),
+        )
+    except ModelImportError as exc:
+        sys.stderr.write(f"stylegan serve: the demo model {path.name} was not registered: {exc}\n")
+    finally:
+        engine.dispose()
 
 
 def _spawn_worker(queues: Sequence[str]) -> subprocess.Popen[bytes]:
