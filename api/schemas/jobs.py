@@ -37,7 +37,9 @@ class JobCreate(BaseModel):
     )
 
     kind: str = Field(
-        description="What to run; `probe` proves the queue path end to end.", examples=["probe"]
+        description="What to run; `probe` proves the queue path end to end. Only `probe` is accepted "
+        "here: the other kinds (training, projections, imports...) have their own routes.",
+        examples=["probe"],
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters for this kind, checked before the job is queued."

@@ -21,7 +21,7 @@ from api.services.webhooks import check_webhook_url
 from worker import jobs as job_states
 from worker.db.models import Job
 from worker.settings import Settings
-from worker.tasks import InvalidJobParams
+from worker.tasks import InvalidJobParams, NotPublicJobKind, check_public_kind
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,26 @@ def submit_job(
             headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
         ) from None
     return job, True
+
+
+def submit_public_job(
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    *,
+    request: JobCreate,
+    owner_key: str | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """`POST /v1/jobs`: only the kinds marked public in JOB_KINDS. The others come through their own
+    services, which check what their params schema cannot (and set fields a client must not)."""
+    try:
+        check_public_kind(request.kind)
+    except NotPublicJobKind as exc:
+        raise InvalidRequest(f"body {exc.field}: {exc.message}") from None
+    return submit_job(
+        session, celery, settings, request=request, owner_key=owner_key, idempotency_key=idempotency_key
+    )
 
 
 def _short(value: object, limit: int = 80) -> str:

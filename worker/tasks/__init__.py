@@ -28,11 +28,18 @@ Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class JobKind:
-    """One kind of job. If its params schema has a `queue` field, the request picks the queue."""
+    """One kind of job. If its params schema has a `queue` field, the request picks the queue.
+
+    `public` kinds may be queued by anyone through the generic `POST /v1/jobs`. The others have their
+    own routes, which check inputs the kind's params schema cannot (uploaded bytes, ownership of the
+    model or dataset, storage keys) and set fields only the API may set; queued directly they would
+    trust a client with those.
+    """
 
     queue: QueueName
     params_model: type[BaseModel]
     handler: Handler
+    public: bool = False
 
     def queue_for(self, params: Mapping[str, Any]) -> QueueName:
         if "queue" in self.params_model.model_fields and "queue" in params:
@@ -41,7 +48,7 @@ class JobKind:
 
 
 JOB_KINDS: Mapping[str, JobKind] = {
-    "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe),
+    "probe": JobKind(queue="inference", params_model=ProbeParams, handler=run_probe, public=True),
     "mix_grid": JobKind(queue="inference", params_model=MixGridParams, handler=run_mix_grid),
     "video": JobKind(queue="inference", params_model=VideoParams, handler=run_video),
     "model_import": JobKind(queue="inference", params_model=ModelImportParams, handler=run_model_import),
@@ -67,6 +74,27 @@ class UnknownJobKind(InvalidJobParams):
     def __init__(self, kind: str) -> None:
         known = ", ".join(sorted(JOB_KINDS))
         super().__init__("kind", f"unknown job kind {kind!r}; known kinds: {known}", kind)
+
+
+class NotPublicJobKind(InvalidJobParams):
+    """A kind the generic route refuses: unknown, or queued only through its own route (JobKind.public)."""
+
+    def __init__(self, kind: str) -> None:
+        accepted = ", ".join(public_job_kinds())
+        why = "is queued through its own route" if kind in JOB_KINDS else "is unknown"
+        super().__init__("kind", f"job kind {kind!r} {why}; accepted kinds: {accepted}", kind)
+
+
+def public_job_kinds() -> list[str]:
+    """The kinds the generic `POST /v1/jobs` accepts, sorted."""
+    return sorted(name for name, entry in JOB_KINDS.items() if entry.public)
+
+
+def check_public_kind(kind: str) -> None:
+    """NotPublicJobKind unless `kind` may be queued through the generic route."""
+    entry = JOB_KINDS.get(kind)
+    if entry is None or not entry.public:
+        raise NotPublicJobKind(kind)
 
 
 def job_kind(kind: str) -> JobKind:

@@ -45,7 +45,7 @@ def submit_job(
     owner: OwnerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    job, created = service.submit_job(
+    job, created = service.submit_public_job(
         session, celery, settings, request=body, owner_key=owner, idempotency_key=idempotency_key
     )
     if not created:
