@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--metrics", default="fid50k_full", help="comma-separated, e.g. fid50k_full,kid50k_full,pr50k3_full"
     )
     p.add_argument("--detector", default=None, help="Inception detector file or URL (default: NVIDIA's URL)")
-    p.add_argument("--detector-sha256", default=None, help="expected SHA-256 of the detector file")
+    p.add_argument(
+        "--detector-sha256", default=None, help="expected SHA-256 of the --detector file (not --pr-detector)"
+    )
     p.add_argument(
         "--pr-detector", default=None, help="detector for pr* metrics (officially VGG16); default --detector"
     )
@@ -40,10 +42,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _metrics(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from gan.errors import ConfigError, GanError
     from gan.io.checkpoint import load_network
-    from gan.metrics import compute_metrics
+    from gan.metrics import INCEPTION_URL, compute_metrics, load_detector, parse_metric
 
-    G = load_network(args.network, device=args.device)
+    # Cheap checks first, then the detector, then the network: a typo or a missing file is reported
+    # before a large network is read or a single image is generated.
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--metrics: no metric given")
+    for name in names:
+        parse_metric(name)
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    for path in (args.network, args.data):
+        if not path.exists():
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+    # Two files are read; the message says which one is at fault.
+    source = args.detector or INCEPTION_URL
+    try:
+        detector = load_detector(source, sha256=args.detector_sha256, device=args.device)
+    except GanError as exc:
+        raise GanError(f"--detector {source}: {exc}") from exc
+    try:
+        G = load_network(args.network, device=args.device)
+    except GanError as exc:
+        raise GanError(f"--network {args.network}: {exc}") from exc
     bars: dict[str, tqdm] = {}  # type: ignore[type-arg]
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -54,17 +78,16 @@ def _metrics(args: argparse.Namespace) -> int:
 
     try:
         results = compute_metrics(
-            args.metrics,
+            names,
             G,
             args.data,
-            detector=args.detector,
+            detector=detector,
             pr_detector=args.pr_detector,
             num_gen=args.num_gen,
             max_real=args.max_real,
             device=args.device,
             batch=args.batch,
             seed=args.seed,
-            detector_sha256=args.detector_sha256,
             progress=progress,
         )
     finally:
