@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -23,17 +23,16 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-_DOWNLOAD_DOC = {
-    "description": "The file with its content type, Content-Length and a strong ETag (its sha256). One "
-    "byte range (`Range: bytes=0-1023`, `bytes=1024-`, `bytes=-512`) is answered with 206 and "
-    "Content-Range; a range past the end is 416. `If-None-Match` with the ETag gives 304.",
-    "response_class": Response,
-    "responses": {
-        200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
-        206: {"description": "The requested byte range.", "content": {"application/octet-stream": {}}},
-        304: {"description": "The client's copy (If-None-Match) is current."},
-        **problem_responses(404, 416),
-    },
+_DOWNLOAD_DESCRIPTION = (
+    "The file with its content type, Content-Length and a strong ETag (its sha256). One byte range "
+    "(`Range: bytes=0-1023`, `bytes=1024-`, `bytes=-512`) is answered with 206 and Content-Range; a range "
+    "past the end is 416. `If-None-Match` with the ETag gives 304."
+)
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
+    206: {"description": "The requested byte range.", "content": {"application/octet-stream": {}}},
+    304: {"description": "The client's copy (If-None-Match) is current."},
+    **problem_responses(404, 416),
 }
 
 
@@ -41,13 +40,17 @@ _DOWNLOAD_DOC = {
     "/artifacts/{artifact_id}",
     summary="Download an artifact",
     operation_id="download_artifact",
-    **_DOWNLOAD_DOC,
+    description=_DOWNLOAD_DESCRIPTION,
+    response_class=Response,
+    responses=_DOWNLOAD_RESPONSES,
 )
 @router.head(
     "/artifacts/{artifact_id}",
     summary="An artifact's headers (size, type, ETag) without its body",
     operation_id="head_artifact",
-    **_DOWNLOAD_DOC,
+    description=_DOWNLOAD_DESCRIPTION,
+    response_class=Response,
+    responses=_DOWNLOAD_RESPONSES,
 )
 def download_artifact(
     artifact_id: str,
