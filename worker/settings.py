@@ -97,22 +97,6 @@ class Settings(BaseSettings):
     # --- webhooks: HMAC key for signing outgoing job notifications (None = unsigned)
     webhook_secret: str | None = None
 
-    # --- model import (POST /v1/models, issue 5 item 1)
-    # A network file from a user is read in a child process (worker/model_import.py) under an address
-    # space cap, a CPU-time cap and a wall-clock timeout, so a file built to exhaust memory or time kills
-    # only that child. Importing torch alone maps about 0.8 GB; the largest official network (StyleGAN3-R
-    # at 1024 px, a few hundred MB) needs about 3 GB more while it is parsed and re-saved.
-    import_max_memory_bytes: int = Field(default=8 * 1024**3, ge=256 * 1024**2)
-    import_max_cpu_seconds: int = Field(default=600, ge=1)
-    import_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
-    # URL and catalogue imports: the most bytes one download may have, and how long the server may stay
-    # silent (connect or between reads) before the download fails.
-    max_download_bytes: int = Field(default=4 * 1024**3, gt=0)
-    download_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    # The catalogue of importable networks (GET /v1/catalog); None is the bundled list of NVIDIA's
-    # official networks (worker/catalog.json). A file of the same layout can name an internal mirror.
-    catalog_file: Path | None = None
-
     # --- datasets (POST /v1/datasets) and training jobs
     # Uploads up to this many bytes are prepared within the request (201); larger ones become a
     # `dataset_prepare` job (202). 64 MiB of photos prepare in well under a minute on one core.
@@ -158,6 +142,22 @@ class Settings(BaseSettings):
     vgg16_path: Path | None = None
     vgg16_url: str = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
     vgg16_sha256: str | None = None
+
+    # --- model import (POST /v1/models, issue 5 item 1)
+    # A network file from a user is read in a child process (worker/model_import.py) under an address
+    # space cap, a CPU-time cap and a wall-clock timeout, so a file built to exhaust memory or time kills
+    # only that child. Importing torch alone maps about 0.8 GB; the largest official network (StyleGAN3-R
+    # at 1024 px, a few hundred MB) needs about 3 GB more while it is parsed and re-saved.
+    import_max_memory_bytes: int = Field(default=8 * 1024**3, ge=256 * 1024**2)
+    import_max_cpu_seconds: int = Field(default=600, ge=1)
+    import_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
+    # URL and catalogue imports: the most bytes one download may have, and how long the server may stay
+    # silent (connect or between reads) before the download fails.
+    max_download_bytes: int = Field(default=4 * 1024**3, gt=0)
+    download_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    # The catalogue of importable networks (GET /v1/catalog); None is the bundled list of NVIDIA's
+    # official networks (worker/catalog.json). A file of the same layout can name an internal mirror.
+    catalog_file: Path | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod
