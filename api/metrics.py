@@ -89,6 +89,27 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full template (`/v1/jobs/{job_id}`), `<unmatched>` when none matched.
+
+    The router writes the matched route into the scope it was handed (this same dict), but a route of
+    an included router knows only its own path (`/jobs/{job_id}`); the prefix is what the request path
+    has in front of that path filled with the request's own parameters.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return UNMATCHED_ROUTE
+    request_path = str(scope.get("path", ""))
+    try:
+        tail = path.format(**{k: str(v) for k, v in scope.get("path_params", {}).items()})
+    except (KeyError, IndexError, ValueError):
+        return path
+    if tail and request_path.endswith(tail):
+        return request_path[: len(request_path) - len(tail)] + path
+    return path
+
+
 class LatencyMiddleware:
     """Times every HTTP request until its last body byte is sent, labelled by the matched route."""
 
@@ -112,9 +133,7 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            # The router writes the matched route into the scope it was handed (this same dict).
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            template = route_template(scope)
             self.metrics.request_duration.labels(scope.get("method", "?"), template, str(status)).observe(
                 time.perf_counter() - started
             )
