@@ -21,6 +21,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidRequest, NotFound, ProblemResponse, problem
+from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
 from worker.db.models import Dataset, Job
@@ -126,6 +127,7 @@ def create_dataset(
         except OSError as exc:
             raise InvalidRequest(f"form field file: unreadable upload ({exc})") from None
         size = source.stat().st_size
+        enforce_storage_quota(session, settings, owner_key, size, field="form field file")
         if size > settings.dataset_inline_max_bytes:
             key = upload_key(uuid.uuid4().hex)
             storage.put_file(key, source)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.schemas.models import ModelImportRequest
 from api.services import jobs as jobs_service
@@ -43,6 +44,7 @@ from worker.model_import import (
     ModelImportError,
     default_name,
     delete_model_file_if_unused,
+    find_model,
     register_model,
     scratch_dir,
     scratch_file,
@@ -218,6 +220,8 @@ def create_from_upload(
     """Register the uploaded file (sandboxed import unless this owner has these bytes already);
     (model, created). The scratch file is removed in every case."""
     try:
+        if find_model(session, owner_key, upload.sha256) is None:  # a re-upload stores nothing new
+            enforce_storage_quota(session, settings, owner_key, upload.path.stat().st_size, field="body file")
         return register_model(
             session,
             make_storage(settings),
