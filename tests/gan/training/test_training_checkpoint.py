@@ -40,7 +40,9 @@ def test_optimizer_state_round_trips_bit_exactly(tmp_path: Path) -> None:
         net(torch.randn(5, 4)).square().sum().backward()
         opt.step()
     tensors, meta = ck.optimizer_tensors("opt", opt)
-    path = ck.save_checkpoint(tmp_path / "checkpoint-0000000001.safetensors", tensors, {"optimizers": {"opt": meta}})
+    path = ck.save_checkpoint(
+        tmp_path / "checkpoint-0000000001.safetensors", tensors, {"optimizers": {"opt": meta}}
+    )
     net2 = torch.nn.Linear(4, 3)
     net2.load_state_dict(net.state_dict())
     opt2 = torch.optim.Adam(net2.parameters(), lr=0.5)
@@ -58,13 +60,20 @@ def test_rng_state_restores_every_generator() -> None:
     state = ck.capture_rng_state({"latents": g})
     draws = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
     ck.restore_rng_state(state, {"latents": g})
-    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item()) == draws
+    assert (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=g).item(),
+    ) == draws
 
 
 def test_pruning_keeps_the_last_k_and_the_best(tmp_path: Path) -> None:
     fids = [50.0, 12.0, 30.0, 40.0, 45.0]
     for i, fid in enumerate(fids):
-        ck.save_checkpoint(tmp_path / ck.checkpoint_name(i * 1000), {"t": torch.zeros(1)}, {"metrics": {"fid": fid}})
+        ck.save_checkpoint(
+            tmp_path / ck.checkpoint_name(i * 1000), {"t": torch.zeros(1)}, {"metrics": {"fid": fid}}
+        )
     (tmp_path / ".checkpoint-0000009000.safetensors.tmp-1").write_bytes(b"partial")
     ck.prune_checkpoints(tmp_path, keep_last=2, best_metric="fid")
     names = [p.name for p in ck.list_checkpoints(tmp_path)]
