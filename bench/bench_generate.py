@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, fmt_bytes, paired_timing, parse_device, peak_memory
+from common import environment, fmt_bytes, fmt_ratio, paired_timing, parse_device, peak_memory
 from official import OfficialCode, build_official_generator, copy_weights, load_official
 
 from gan.config import (
@@ -157,7 +157,7 @@ def markdown_row(r: dict[str, Any]) -> str:
         f"| {r['arch']} | {r['res']} | {r['batch']} | {'fp16' if r['fp16'] else 'fp32'} "
         f"| {r['ours_img_per_s']:.2f} img/s ({per_img[0]:.0f} ms/img) "
         f"| {r['official_img_per_s']:.2f} img/s ({per_img[1]:.0f} ms/img) "
-        f"| {r['time_ratio_ours_over_official']:.2f} "
+        f"| {fmt_ratio(r)} "
         f"| {fmt_bytes(r['ours_peak_memory']['bytes'])} / {fmt_bytes(r['official_peak_memory']['bytes'])} "
         f"| {r['max_abs_diff']:.1e} |"
     )

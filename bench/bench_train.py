@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import environment, fmt_bytes, paired_timing, parse_device, peak_memory
+from common import environment, fmt_bytes, fmt_ratio, paired_timing, parse_device, peak_memory
 from official import (
     OfficialCode,
     build_official_discriminator,
@@ -323,7 +323,7 @@ def markdown_row(r: dict[str, Any]) -> str:
     return (
         f"| {r['arch']} | {r['res']} | {r['batch']} | {'fp16' if r['fp16'] else 'fp32'} | {aug} "
         f"| {r['ours_s_per_kimg']:.0f} s/kimg | {r['official_s_per_kimg']:.0f} s/kimg "
-        f"| {r['time_ratio_ours_over_official']:.2f} "
+        f"| {fmt_ratio(r)} "
         f"| {fmt_bytes(r['ours_peak_memory']['bytes'])} / {fmt_bytes(r['official_peak_memory']['bytes'])} "
         f"| {max(r['G_max_abs_diff'], r['D_max_abs_diff']):.1e} |"
     )

@@ -139,9 +139,13 @@ class PairedTiming:
     official_s: list[float]
 
     @property
+    def ratios(self) -> list[float]:
+        return [o / r for o, r in zip(self.ours_s, self.official_s, strict=True)]
+
+    @property
     def ratio(self) -> float:
         """Median over rounds of ours / official time: < 1 means ours is faster."""
-        return statistics.median(o / r for o, r in zip(self.ours_s, self.official_s, strict=True))
+        return statistics.median(self.ratios)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +154,7 @@ class PairedTiming:
             "ours_median_s": statistics.median(self.ours_s),
             "official_median_s": statistics.median(self.official_s),
             "time_ratio_ours_over_official": self.ratio,
+            "time_ratio_per_round": self.ratios,
         }
 
 
@@ -169,6 +174,12 @@ def paired_timing(
         for name, fn in order:
             (ours_s if name == "ours" else official_s).append(seconds_per_call(fn, device, calls))
     return PairedTiming(ours_s, official_s)
+
+
+def fmt_ratio(result: dict[str, Any]) -> str:
+    """The median paired ratio and, in brackets, the lowest and highest round: the noise band."""
+    per_round = result["time_ratio_per_round"]
+    return f"{result['time_ratio_ours_over_official']:.2f} [{min(per_round):.2f}-{max(per_round):.2f}]"
 
 
 def fmt_bytes(n: int) -> str:
