@@ -216,7 +216,8 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
         def frames() -> Any:
             for step in range(w_steps.shape[0]):
-                report(p.steps + step + 1, {"phase": "video", "frame": step + 1, "frames": p.steps})
+                detail = {"phase": "video", "frame": step + 1, "frames": p.steps}
+                report(p.steps + step + 1, detail, force=step + 1 == p.steps)
                 proj = render_ws(G, w_steps[step : step + 1].contiguous())[0]
                 yield np.concatenate([target_np, proj], axis=1)  # [R, 2R, 3]: target | projection
 
