@@ -33,6 +33,11 @@ class Problem(BaseModel):
     )
 
 
+# List pages' `offset` goes into SQL OFFSET, a signed 64-bit integer in PostgreSQL and SQLite; a larger
+# value is a database error (a 500) unless the query parameter refuses it first.
+MAX_OFFSET = 2**63 - 1
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting problem+json answers for the given statuses."""
     return {

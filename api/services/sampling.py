@@ -394,8 +394,26 @@ def submit_mix_grid(
             f"body rows, cols: {len(body.rows)} x {len(body.cols)} = {cells} cells is over the limit of "
             f"{settings.mix_grid_max_cells} (STYLEGAN_MIX_GRID_MAX_CELLS)"
         )
+    _check_styles(model, body.styles, where="body")
     job_params = body.model_dump(by_alias=False) | {"model_id": model.id}
     return _submit(session, celery, settings, "mix_grid", job_params, owner_key, idempotency_key)
+
+
+def _check_styles(model: Model, styles: str, *, where: str) -> None:
+    """Refuse bad `styles` with a 422 before a job row exists, rather than as a failed job later.
+
+    gan.mixing holds the one parser (bands depend on the architecture); it imports torch, which the API
+    process then loads once, on its first mix-grid request.
+    """
+    from gan.config import GeneratorConfig
+    from gan.errors import GanError
+    from gan.mixing import parse_styles, style_bands
+
+    bands = style_bands(GeneratorConfig.from_dict(model.config)) if model.config else None
+    try:
+        parse_styles(styles, model.num_ws, bands)
+    except GanError as exc:
+        raise InvalidRequest(f"{where} styles: {exc}") from None
 
 
 def submit_video(

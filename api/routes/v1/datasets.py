@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, st
 from fastapi.responses import JSONResponse
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
-from api.schemas.common import problem_responses
+from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.datasets import DatasetList, DatasetOut, TransformName, dataset_out
 from api.schemas.jobs import JobOut, job_out
 from api.services import datasets as service
@@ -78,7 +78,7 @@ def list_datasets(
     settings: SettingsDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DatasetList:
     rows, total = service.list_datasets(session, owner_key=owner, limit=limit, offset=offset)
     items = [dataset_out(row, settings.dataset_thumbnails) for row in rows]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
-from api.schemas.common import problem_responses
+from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobCreate, JobList, JobOut, JobStateName, job_out
 from api.services import jobs as service
 
@@ -61,7 +61,7 @@ def list_jobs(
     state: Annotated[JobStateName | None, Query(description="Only jobs in this state.")] = None,
     kind: Annotated[str | None, Query(max_length=64, description="Only jobs of this kind.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     rows, total = service.list_jobs(
         session, owner_key=owner, state=state, kind=kind, limit=limit, offset=offset

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, get_owner
 from api.errors import InvalidRequest, describe_validation_errors
-from api.schemas.common import problem_responses
+from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobOut, job_out
 from api.schemas.models import (
     CatalogList,
@@ -145,7 +145,7 @@ def list_models(
     session: SessionDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelList:
     rows, total = service.list_models(session, owner_key=owner, limit=limit, offset=offset)
     items = [model_out(row, demo=service.model_is_demo(row)) for row in rows]
