@@ -1,0 +1,155 @@
+"""The new user's journey (tests/api/test_user_journey.py) through docker-compose.yml's settings, without
+a Docker engine: the `api` and `worker` services' commands and STYLEGAN_* environment are read from the
+compose file itself and run as local processes against the test session's throwaway PostgreSQL and
+Redis (standing in for the `postgres` and `redis` services). Only what a container would change is
+replaced: the hosts in the URLs, the data volume (a temporary directory) and the published port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.api.test_user_journey import wait_ready, walk_journey
+from tests.servers import PostgresServer, RedisServer, free_port
+
+pytestmark = pytest.mark.integration
+
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+BIN = Path(sys.executable).parent
+
+
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return services
+
+
+def local_env(
+    service: dict[str, Any], *, database_url: str, broker_url: str, data_dir: Path
+) -> dict[str, str]:
+    """The service's STYLEGAN_* environment with the container-only values replaced. Every compose
+    variable must be one we know how to replace, so a new one is noticed here."""
+    env: dict[str, str] = {}
+    for name, value in service["environment"].items():
+        if name == "STYLEGAN_DATABASE_URL":
+            assert str(value).startswith("postgresql+psycopg://") and "@postgres:5432/" in value, value
+            env[name] = database_url
+        elif name == "STYLEGAN_BROKER_URL":
+            assert str(value).startswith("redis://redis:6379/"), value
+            env[name] = broker_url
+        elif name == "STYLEGAN_DATA_DIR":
+            env[name] = str(data_dir)
+        elif name == "STYLEGAN_API_KEYS":
+            assert re.fullmatch(r"\$\{STYLEGAN_API_KEYS:-\}", str(value)), value  # empty by default: auth off
+            env[name] = ""
+        else:
+            pytest.fail(f"docker-compose.yml sets {name}={value!r}; teach this test how to run it locally")
+    return env
+
+
+def local_command(command: list[str], port: int) -> list[str]:
+    """`stylegan ...` from this virtualenv; the API binds to loopback on a free port instead of 0.0.0.0:8000."""
+    assert command[0] == "stylegan", command
+    args = [str(BIN / "stylegan"), *command[1:]]
+    if "--host" in args:
+        args[args.index("--host") + 1] = "127.0.0.1"
+    if "--port" in args:
+        args[args.index("--port") + 1] = str(port)
+    return args
+
+
+class Processes:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
+        with (self.log_dir / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(
+                args,
+                env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env},
+                cwd=self.log_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.running.append((name, process))
+        return process
+
+    def alive(self) -> None:
+        for name, process in self.running:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{(self.log_dir / f'{name}.log').read_text(errors='replace')[-4000:]}"
+            for name, _ in self.running
+        )
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM (compose's stop_signal), then each exit code; SIGKILL past the grace."""
+        for _, process in self.running:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        codes = {}
+        for name, process in self.running:
+            try:
+                codes[name] = process.wait(45)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                codes[name] = process.wait()
+        return codes
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    running = Processes(log_dir)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+        print(running.logs())
+
+
+def test_compose_services_walk_the_journey_on_postgres_and_redis(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, processes: Processes
+) -> None:
+    services = compose_services()
+    redis_server.flush()
+    urls = {
+        "database_url": postgres_server.create_database(),  # empty: the api service migrates it
+        "broker_url": redis_server.url,
+        "data_dir": tmp_path / "data",  # the shared stylegan-data volume
+    }
+    port = free_port()
+    # compose: the worker starts once the api is healthy (it ran the migrations and registered the demo).
+    processes.start(
+        "api", local_command(services["api"]["command"], port), local_env(services["api"], **urls)
+    )
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0)
+    try:
+        wait_ready(http, processes.alive)
+        processes.start(
+            "worker",
+            local_command(services["worker"]["command"], port),
+            local_env(services["worker"], **urls),
+        )
+        walk_journey(http)
+    finally:
+        http.close()
+    codes = processes.stop_all()
+    assert codes == {"api": 0, "worker": 0}, processes.logs()
