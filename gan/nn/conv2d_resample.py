@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gan.nn.filters import Padding, filter_size, parse_padding, upfirdn2d
+from gan.nn.filters import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_reference
 
 
 def _resample_padding(
@@ -57,10 +57,10 @@ def conv2d_resample_ref(
     pad = _resample_padding(f, up, down, padding)
     if not flip_weight:
         w = w.flip([2, 3])
-    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=pad, gain=up**2)
+    x = upfirdn2d_reference(x, f if up > 1 else None, up=up, padding=pad, gain=up**2)
     x = F.conv2d(x, w.to(x.dtype), groups=groups)
     if down > 1:
-        x = upfirdn2d(x, f, down=down)
+        x = upfirdn2d_reference(x, f, down=down)
     return x
 
 

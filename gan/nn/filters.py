@@ -3,7 +3,11 @@
 StyleGAN2 resamples through the binomial [1, 3, 3, 1] low-pass filter instead of nearest/bilinear
 (StyleGAN paper, section 2, after Zhang 2019 "Making convolutional networks shift-invariant again");
 StyleGAN3 uses the same operation with Kaiser filters. `upfirdn2d` is the plain reference implementation
-(the semantics of scipy.signal.upfirdn in 2-D); a fused kernel can later replace it behind this signature.
+(the semantics of scipy.signal.upfirdn in 2-D), written as the definition reads: zero-stuff, pad, convolve
+at full resolution, discard. `upfirdn2d` computes the same thing without the wasted work: upsampling is a
+transposed convolution with stride `up` (the zeros are never multiplied), downsampling a convolution with
+stride `down` (the discarded pixels are never computed), and a 1-D filter runs as two 1-D passes. Tests
+compare the two over many shapes, factors, paddings, gains and flips.
 
 Filters are float32 tensors: `[taps]` (separable, applied along x then y) or `[taps_y, taps_x]`.
 Padding is given on the upsampled image as `p`, `(px, py)` or `(px0, px1, py0, py1)`; negative crops.
@@ -83,7 +87,17 @@ def parse_padding(p: Padding) -> tuple[int, int, int, int]:
     raise ValueError(f"padding must be an int, (x, y) or (x0, x1, y0, y1), got {p!r}")
 
 
-def upfirdn2d(
+def _check_upfirdn2d(x: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects [N, C, H, W], got shape {list(x.shape)}")
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if f.dtype != torch.float32 or f.ndim not in (1, 2):
+        raise ValueError(f"the filter must be a float32 tensor of 1 or 2 dims, got {f.dtype} {list(f.shape)}")
+    return f
+
+
+def upfirdn2d_reference(
     x: torch.Tensor,
     f: torch.Tensor | None,
     up: Scaling = 1,
@@ -95,14 +109,9 @@ def upfirdn2d(
     """Upsample (zero insertion), pad, FIR-filter, downsample each channel of `x` [N, C, H, W].
 
     `flip_filter=False` is a true convolution with `f`; the output keeps only pixels whose whole
-    filter footprint lies in the padded, upsampled input.
+    filter footprint lies in the padded, upsampled input. The plain definition, kept for tests.
     """
-    if x.ndim != 4:
-        raise ValueError(f"upfirdn2d expects [N, C, H, W], got shape {list(x.shape)}")
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    if f.dtype != torch.float32 or f.ndim not in (1, 2):
-        raise ValueError(f"the filter must be a float32 tensor of 1 or 2 dims, got {f.dtype} {list(f.shape)}")
+    f = _check_upfirdn2d(x, f)
     n, c, h, w = x.shape
     upx, upy = parse_scaling(up)
     downx, downy = parse_scaling(down)
@@ -129,6 +138,110 @@ def upfirdn2d(
 
     # Downsample by keeping every down-th pixel.
     return x[:, :, ::downy, ::downx]
+
+
+def _pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """F.pad that crops where negative and skips the copy when there is nothing to do.
+
+    Pads before it crops: a crop on one side may reach into the zeros padded on the other.
+    """
+    grow, shrink = [max(p, 0) for p in pad], [min(p, 0) for p in pad]
+    if any(grow) and any(shrink):
+        return F.pad(F.pad(x, grow), shrink)
+    return x if not any(pad) else F.pad(x, list(pad))
+
+
+def _fir(
+    x: torch.Tensor,
+    taps: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+) -> torch.Tensor:
+    """One upfirdn2d with a 2-D kernel `taps` [kh, kw] of true-convolution taps (gain folded in).
+
+    A 1-D pass is the case kh == 1 or kw == 1, with up, down and padding 1, 1 and 0 along the other axis.
+    """
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
+    c = x.shape[1]
+    kh, kw = taps.shape
+    if upx == 1 and upy == 1:
+        # Correlating with the flipped taps at stride `down` computes exactly the kept pixels.
+        x = _pad(x, [px0, px1, py0, py1])
+        weight = taps.flip([0, 1])[None, None].expand(c, 1, kh, kw)
+        return F.conv2d(x, weight, stride=(downy, downx), groups=c)
+
+    # The transposed convolution y[m] = sum_i x[i] taps[m - i*up] is the full convolution of the
+    # zero-stuffed image, indices 0 .. (H-1)*up + kh-1, without multiplying the zeros. The padded
+    # reference keeps indices kh-1-py0 .. H*up+py1-1 of it: pad (or crop) each side to that range,
+    # letting the transposed conv skip the crop both sides share.
+    lo_x, hi_x = px0 - (kw - 1), px1 + upx - kw
+    lo_y, hi_y = py0 - (kh - 1), py1 + upy - kh
+    crop_x, crop_y = max(0, -max(lo_x, hi_x)), max(0, -max(lo_y, hi_y))
+    weight = taps[None, None].expand(c, 1, kh, kw)
+    x = F.conv_transpose2d(x, weight, stride=(upy, upx), padding=(crop_y, crop_x), groups=c)
+    x = _pad(x, [lo_x + crop_x, hi_x + crop_x, lo_y + crop_y, hi_y + crop_y])
+    return x if downx == 1 and downy == 1 else x[:, :, ::downy, ::downx]
+
+
+def upfirdn2d_fast(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 1,
+    down: Scaling = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """`upfirdn2d` in whatever memory layout `x` has (callers chaining several filters pick it once)."""
+    f = _check_upfirdn2d(x, f)
+    upx, upy = parse_scaling(up)
+    downx, downy = parse_scaling(down)
+    px0, px1, py0, py1 = parse_padding(padding)
+    taps = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if flip_filter:  # correlation with f is convolution with f flipped
+        taps = taps.flip(list(range(taps.ndim)))
+    if taps.ndim == 2:
+        return _fir(x, taps, (upx, upy), (downx, downy), (px0, px1, py0, py1))
+    # Separable: T + T multiply-adds per pixel instead of T * T. Along x first: when upsampling, the
+    # first pass then runs on the smaller image, and when downsampling it shrinks the image for the second.
+    x = _fir(x, taps[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0))
+    return _fir(x, taps[:, None], (1, upy), (1, downy), (0, 0, py0, py1))
+
+
+def preferred_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the depthwise filter convolutions run fastest in on x's device.
+
+    On CPU, oneDNN's depthwise convolutions vectorise over channels in channels-last and were 3-6x
+    faster than in NCHW for the StyleGAN3 filters (measured, 64 channels, 12 taps, 84 px); on CUDA the
+    layout stays as given.
+    """
+    return torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 1,
+    down: Scaling = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Upsample (zero insertion), pad, FIR-filter, downsample each channel of `x` [N, C, H, W].
+
+    `flip_filter=False` is a true convolution with `f`; the output keeps only pixels whose whole
+    filter footprint lies in the padded, upsampled input. Same result as `upfirdn2d_reference` (up to
+    float summation order), by strided and transposed convolutions; the output has x's memory layout.
+    """
+    layout = preferred_memory_format(x)
+    if x.is_contiguous(memory_format=layout):
+        return upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain)
+    given = (
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    )
+    y = upfirdn2d_fast(x.contiguous(memory_format=layout), f, up, down, padding, flip_filter, gain)
+    return y.contiguous(memory_format=given)
 
 
 def filter2d(
