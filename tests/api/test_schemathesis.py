@@ -25,6 +25,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 
 from tests.api.inference_service import FIXTURE_DIRS, Service, start_service
 from tests.servers import PostgresServer, RedisServer
@@ -93,7 +94,10 @@ def test_generated_requests_get_no_server_error(
     schema = schemathesis.openapi.from_asgi("/openapi.json", service.http.app)
     failures: list[str] = []
     statuses: Counter[str] = Counter()
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), f"an operation schemathesis cannot read from the spec: {result!r}"
+        operations.append(result.ok())
     assert len(operations) > 20, "the spec lost its operations"
     for operation in operations:
         failures += _run_operation(operation, mode, model_id, statuses)

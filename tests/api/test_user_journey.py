@@ -55,7 +55,7 @@ def drawing(size: int, seed: int) -> bytes:
     but this keeps the previews readable when someone looks)."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
+    image = Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -130,23 +130,22 @@ def test_compose_services_walk_the_journey_on_postgres_and_redis(
 ) -> None:
     services = compose_services()
     redis_server.flush()
-    urls = {
-        "database_url": postgres_server.create_database(),  # empty: the api service migrates it
-        "broker_url": redis_server.url,
-        "data_dir": tmp_path / "data",  # the shared stylegan-data volume
-    }
+    database_url = postgres_server.create_database()  # empty: the api service migrates it
+    data_dir = tmp_path / "data"  # the shared stylegan-data volume
+
+    def env(service: dict[str, Any]) -> dict[str, str]:
+        return local_env(service, database_url=database_url, broker_url=redis_server.url, data_dir=data_dir)
+
     port = free_port()
     # compose: the worker starts once the api is healthy (it ran the migrations and registered the demo).
-    processes.start(
-        "api", local_command(services["api"]["command"], port), local_env(services["api"], **urls)
-    )
+    processes.start("api", local_command(services["api"]["command"], port), env(services["api"]))
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0)
     try:
         wait_ready(http, processes.alive)
         processes.start(
             "worker",
             local_command(services["worker"]["command"], port),
-            local_env(services["worker"], **urls),
+            env(services["worker"]),
         )
         walk_journey(http)
     finally:
