@@ -198,7 +198,7 @@ def upfirdn2d_fast(
     upx, upy = parse_scaling(up)
     downx, downy = parse_scaling(down)
     px0, px1, py0, py1 = parse_padding(padding)
-    taps = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    taps = f.to(x.dtype) * (gain ** (f.ndim / 2))
     if flip_filter:  # correlation with f is convolution with f flipped
         taps = taps.flip(list(range(taps.ndim)))
     if taps.ndim == 2:

@@ -3,8 +3,11 @@
 A pointwise leaky ReLU creates frequencies above the Nyquist limit, which alias. StyleGAN3 therefore
 applies it at a temporarily higher sampling rate: upsample with an ideal low-pass, bias + leaky ReLU
 (+ gain and clamp), then low-pass and downsample to the layer's output rate, cropping the margins that
-the filters leave invalid. This is the plain reference built on `gan.nn.filters.upfirdn2d`; a fused kernel
-(the official `filtered_lrelu` CUDA op) can replace `filtered_lrelu` behind the same signature.
+the filters leave invalid. `filtered_lrelu_reference` is the plain definition built on
+`upfirdn2d_reference`; `filtered_lrelu` computes the same by transposed and strided convolutions in the
+layout the device filters fastest in, with the nonlinearity applied in place on the upsampled image,
+the largest tensor of the layer (4x or 16x the input). The official code fuses all of it in one CUDA
+kernel; this stays plain PyTorch.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from gan.errors import ConfigError
-from gan.nn.filters import upfirdn2d
+from gan.nn.filters import preferred_memory_format, upfirdn2d_fast, upfirdn2d_reference
 
 Padding = tuple[int, int, int, int]  # (x_lo, x_hi, y_lo, y_hi) on the upsampled image; negative crops
 
@@ -32,7 +35,7 @@ def _resample(
             raise ConfigError(f"resampling by up={up}, down={down} needs a low-pass filter")
         x = _pad_or_crop(x, padding)
         return x if gain == 1 else x * gain
-    return upfirdn2d(x, f, up=up, down=down, padding=list(padding), gain=gain)
+    return upfirdn2d_reference(x, f, up=up, down=down, padding=list(padding), gain=gain)
 
 
 # Leaky ReLU scaled by `gain` and clamped to +-clamp, evaluated pointwise at the temporary rate.
@@ -46,7 +49,15 @@ def _lrelu(x: torch.Tensor, slope: float, gain: float, clamp: float | None) -> t
     return x
 
 
-def filtered_lrelu(
+def _check(x: torch.Tensor, bias: torch.Tensor | None, up: int, down: int) -> None:
+    assert x.ndim == 4, f"x must be [N, C, H, W], got {list(x.shape)}"
+    if up < 1 or down < 1:
+        raise ConfigError(f"resampling factors must be >= 1, got up={up}, down={down}")
+    if bias is not None:
+        assert bias.shape == (x.shape[1],), f"bias must be [{x.shape[1]}], got {list(bias.shape)}"
+
+
+def filtered_lrelu_reference(
     x: torch.Tensor,
     up_filter: torch.Tensor | None,
     down_filter: torch.Tensor | None,
@@ -64,13 +75,61 @@ def filtered_lrelu(
     The upsampling gain up^2 keeps the signal's magnitude through zero insertion. With slope 1 and
     gain 1 this is the linear resampling the toRGB layer uses, still clamped as the official one is.
     """
-    assert x.ndim == 4, f"x must be [N, C, H, W], got {list(x.shape)}"
-    if up < 1 or down < 1:
-        raise ConfigError(f"resampling factors must be >= 1, got up={up}, down={down}")
+    _check(x, bias, up, down)
     if bias is not None:
-        assert bias.shape == (x.shape[1],), f"bias must be [{x.shape[1]}], got {list(bias.shape)}"
         x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
     x = _resample(x, up_filter, up=up, down=1, padding=padding, gain=up**2)  # [N, C, H*up+pad-taps+1, ...]
     x = _lrelu(x, slope=slope, gain=gain, clamp=clamp)
     x = _resample(x, down_filter, up=1, down=down, padding=(0, 0, 0, 0), gain=1)  # [N, C, H_out, W_out]
     return x
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    up_filter: torch.Tensor | None,
+    down_filter: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = (0, 0, 0, 0),
+    gain: float = 2**0.5,
+    slope: float = 0.2,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """Same result as `filtered_lrelu_reference` (up to float rounding); the output has x's layout."""
+    _check(x, bias, up, down)
+    if (up_filter is None and up != 1) or (down_filter is None and down != 1):
+        raise ConfigError(f"resampling by up={up}, down={down} needs a low-pass filter")
+    given = (
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    )
+    x = x.contiguous(memory_format=preferred_memory_format(x))
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
+
+    if up_filter is not None:
+        x = upfirdn2d_fast(x, up_filter, up=up, padding=padding, gain=up**2)
+    elif any(padding):
+        x = _pad_or_crop(x, padding)
+    owned = up_filter is not None or bias is not None  # a crop alone would be a view of the caller's x
+
+    # lrelu, gain and clamp on the largest tensor of the layer: in place where x is ours, and with the gain
+    # moved into the downsampling filter when there is one, since for gain > 0
+    # clamp(gain * v, -c, c) = gain * clamp(v, -c / gain, c / gain) (equal up to a rounding of c / gain).
+    fold_gain = down_filter is not None and gain > 0
+    if slope != 1:
+        inplace = owned and slope > 0  # autograd recomputes the mask from the output only when slope > 0
+        x = torch.nn.functional.leaky_relu(x, slope, inplace=inplace)
+        owned = True
+    if not fold_gain and gain != 1:
+        x = x * gain
+        owned = True
+    if clamp is not None:
+        limit = clamp / gain if fold_gain else clamp
+        # leaky_relu's backward reads its output, so under autograd the clamp must not overwrite it.
+        inplace = owned and not (torch.is_grad_enabled() and x.requires_grad)
+        x = x.clamp_(-limit, limit) if inplace else x.clamp(-limit, limit)
+
+    if down_filter is not None:
+        x = upfirdn2d_fast(x, down_filter, down=down, gain=gain if fold_gain else 1)
+    return x.contiguous(memory_format=given)  # [N, C, H_out, W_out]
