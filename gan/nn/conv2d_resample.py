@@ -86,31 +86,35 @@ def conv2d_resample(
     w = w.to(x.dtype)
     kh, kw = int(w.shape[2]), int(w.shape[3])
     px0, px1, py0, py1 = _resample_padding(f, up, down, padding)
-    w_corr = w if flip_weight else w.flip([2, 3])  # the kernel as torch's correlating conv2d takes it
 
-    # 1x1 kernel: resampling commutes with the pointwise conv, so do the conv on the smaller image.
+    # 1x1 kernel: resampling commutes with the pointwise conv, so do the conv on the smaller image (a
+    # 1x1 kernel is its own flip).
     if kh == 1 and kw == 1 and down > 1 and up == 1:
         x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
-        return F.conv2d(x, w_corr, groups=groups)
+        return F.conv2d(x, w, groups=groups)
     if kh == 1 and kw == 1 and up > 1 and down == 1:
-        x = F.conv2d(x, w_corr, groups=groups)
+        x = F.conv2d(x, w, groups=groups)
         return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up**2)
 
-    # Downsampling only: filter, then a strided conv skips the pixels that would be thrown away.
-    if down > 1 and up == 1:
-        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
-        return F.conv2d(x, w_corr, stride=down, groups=groups)
-
     # Upsampling: a transposed strided conv is the conv of the zero-stuffed image without the zeros'
-    # multiply-adds; it is a true convolution, so it takes the correlation kernel flipped back.
+    # multiply-adds; it is a true convolution, so it takes the true-convolution kernel (the networks
+    # ask for flip_weight=False here, which then costs no flip of the per-sample weights).
     if up > 1:
-        x = F.conv_transpose2d(x, _transpose_weight(w_corr.flip([2, 3]), groups), stride=up, groups=groups)
+        w_true = w.flip([2, 3]) if flip_weight else w
+        x = F.conv_transpose2d(x, _transpose_weight(w_true, groups), stride=up, groups=groups)
         # [N, O, (H-1)*up + kh, ...]: the transposed conv already spread kh-1 (kw-1) pixels of support.
         pad = [px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)]
         x = upfirdn2d(x, f, padding=pad, gain=up**2)
         if down > 1:
             x = upfirdn2d(x, f, down=down)
         return x
+
+    w_corr = w if flip_weight else w.flip([2, 3])  # the kernel as torch's correlating conv2d takes it
+
+    # Downsampling only: filter, then a strided conv skips the pixels that would be thrown away.
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
+        return F.conv2d(x, w_corr, stride=down, groups=groups)
 
     # No resampling.
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:

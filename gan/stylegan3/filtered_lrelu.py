@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from gan.errors import ConfigError
-from gan.nn.filters import preferred_memory_format, upfirdn2d_fast, upfirdn2d_reference
+from gan.nn.filters import preferred_memory_format, upfirdn2d, upfirdn2d_reference
 
 Padding = tuple[int, int, int, int]  # (x_lo, x_hi, y_lo, y_hi) on the upsampled image; negative crops
 
@@ -108,7 +108,7 @@ def filtered_lrelu(
         x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
 
     if up_filter is not None:
-        x = upfirdn2d_fast(x, up_filter, up=up, padding=padding, gain=up**2)
+        x = upfirdn2d(x, up_filter, up=up, padding=padding, gain=up**2)
     elif any(padding):
         x = _pad_or_crop(x, padding)
     owned = up_filter is not None or bias is not None  # a crop alone would be a view of the caller's x
@@ -131,5 +131,5 @@ def filtered_lrelu(
         x = x.clamp_(-limit, limit) if inplace else x.clamp(-limit, limit)
 
     if down_filter is not None:
-        x = upfirdn2d_fast(x, down_filter, down=down, gain=gain if fold_gain else 1)
+        x = upfirdn2d(x, down_filter, down=down, gain=gain if fold_gain else 1)
     return x.contiguous(memory_format=given)  # [N, C, H_out, W_out]
