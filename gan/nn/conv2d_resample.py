@@ -71,6 +71,34 @@ def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.reshape(groups * i, o // groups, kh, kw)
 
 
+def conv_transpose_by_phases(x: torch.Tensor, w: torch.Tensor, up: int, groups: int = 1) -> torch.Tensor:
+    """The transposed convolution with stride `up` as up**2 ordinary convolutions, one per output phase.
+
+    x [N, I*groups, H, W], w [O, I, kh, kw] true-convolution taps -> [N, O, (H + qh - 1) * up, ...] with
+    qh = ceil(kh / up): F.conv_transpose2d(x, w in its layout, stride=up)'s output, whose
+    (H - 1) * up + kh rows are followed by zeros. Output row up*q + p only meets the taps w[p::up], so
+    each phase is a small convolution of x itself. On CPU oneDNN's ordinary convolutions ran the 4
+    phases of StyleGAN2's 3x3 up-conv (1024 -> 512 channels in 4 groups, 64 px) in 70 ms against 181 ms
+    for its transposed convolution.
+    """
+    n, _, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    qh, qw = -(-kh // up), -(-kw // up)  # taps of the longest phase
+    x = F.pad(x, [qw - 1, qw - 1, qh - 1, qh - 1])
+    y = x.new_empty([n, o, h + qh - 1, up, wd + qw - 1, up])  # [N, O, q_y, p_y, q_x, p_x]
+    for py in range(up):
+        for px in range(up):
+            taps = w[:, :, py::up, px::up]  # [O, I, kph, kpw], empty when up > k
+            kph, kpw = int(taps.shape[2]), int(taps.shape[3])
+            if kph == 0 or kpw == 0:
+                y[:, :, :, py, :, px] = 0
+                continue
+            # Full convolution with kph taps, right-padded to the common length h + qh - 1.
+            xp = x[:, :, qh - kph :, qw - kpw :]
+            y[:, :, :, py, :, px] = F.conv2d(xp, taps.flip([2, 3]), groups=groups)
+    return y.reshape(n, o, (h + qh - 1) * up, (wd + qw - 1) * up)
+
+
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -101,9 +129,14 @@ def conv2d_resample(
     # ask for flip_weight=False here, which then costs no flip of the per-sample weights).
     if up > 1:
         w_true = w.flip([2, 3]) if flip_weight else w
-        x = F.conv_transpose2d(x, _transpose_weight(w_true, groups), stride=up, groups=groups)
+        if x.device.type == "cpu":  # see conv_transpose_by_phases; cuDNN's transposed conv is one kernel
+            x = conv_transpose_by_phases(x, w_true, up, groups)
+            extra_x, extra_y = -(-kw // up) * up - kw, -(-kh // up) * up - kh  # its trailing zeros
+        else:
+            x = F.conv_transpose2d(x, _transpose_weight(w_true, groups), stride=up, groups=groups)
+            extra_x, extra_y = 0, 0
         # [N, O, (H-1)*up + kh, ...]: the transposed conv already spread kh-1 (kw-1) pixels of support.
-        pad = [px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)]
+        pad = [px0 - (kw - 1), px1 - (kw - up) - extra_x, py0 - (kh - 1), py1 - (kh - up) - extra_y]
         x = upfirdn2d(x, f, padding=pad, gain=up**2)
         if down > 1:
             x = upfirdn2d(x, f, down=down)

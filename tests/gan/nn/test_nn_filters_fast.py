@@ -10,8 +10,9 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from gan.nn.conv2d_resample import conv2d_resample, conv2d_resample_ref
+from gan.nn.conv2d_resample import conv2d_resample, conv2d_resample_ref, conv_transpose_by_phases
 from gan.nn.filters import setup_filter, upfirdn2d, upfirdn2d_reference
 
 
@@ -115,3 +116,37 @@ def test_conv2d_resample_matches_reference_with_stylegan3_sized_filter():
     for up, down in [(2, 1), (1, 2)]:
         fast = conv2d_resample(x, w, f, up=up, down=down, padding=1)
         assert_close(fast, conv2d_resample_ref(x, w, f, up=up, down=down, padding=1))
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+@pytest.mark.parametrize("up", [2, 3, 4])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_conv_by_phases_is_the_transposed_conv_then_zeros(k, up, groups):
+    torch.manual_seed(k * up)
+    x = torch.randn(2, 3 * groups, 5, 6, dtype=torch.float64)
+    w = torch.randn(4 * groups, 3, k, k + 1, dtype=torch.float64)  # true-convolution taps, uneven
+    # conv_transpose2d's weight layout: [groups * I, O / groups, kh, kw].
+    w_t = w.reshape(groups, 4, 3, k, k + 1).transpose(1, 2).reshape(groups * 3, 4, k, k + 1)
+    expected = F.conv_transpose2d(x, w_t, stride=up, groups=groups)
+    y = conv_transpose_by_phases(x, w, up, groups)
+    h, wd = expected.shape[2:]
+    assert y.shape[2] >= h and y.shape[3] >= wd
+    assert torch.allclose(y[:, :, :h, :wd], expected, atol=1e-12)
+    assert y[:, :, h:].abs().sum() == 0 and y[:, :, :, wd:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)])
+def test_conv2d_resample_gradients_match_reference(up, down):
+    # Training differentiates the resampled convolutions with respect to input and weights.
+    torch.manual_seed(4)
+    f = setup_filter([1, 3, 3, 1])
+    x0, w0 = torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.randn(6, 2, 3, 3, dtype=torch.float64)
+
+    def grads(fn):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        y = fn(x, w, f, up=up, down=down, padding=1, groups=2, flip_weight=up == 1)
+        (y * torch.cos(y)).sum().backward()
+        return y, x.grad, w.grad
+
+    for fast, ref in zip(grads(conv2d_resample), grads(conv2d_resample_ref), strict=True):
+        assert torch.allclose(fast, ref, atol=1e-10)
