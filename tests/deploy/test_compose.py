@@ -40,13 +40,16 @@ def _compose_config(env: dict[str, str] | None = None) -> dict[str, Any]:
     return config
 
 
+WORKERS = ("inference", "worker")
+
+
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     return _compose_config()
 
 
 def test_services_and_named_volumes(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"api", "worker", "redis", "postgres"}
+    assert set(config["services"]) == {"api", "inference", "worker", "redis", "postgres"}
     declared = set(config["volumes"])
     for name, service in config["services"].items():
         for mount in service.get("volumes", []):
@@ -67,9 +70,19 @@ def test_every_service_has_a_healthcheck_and_dependencies_wait_for_it(config: di
             assert "healthcheck" in services[dependency]
 
 
-def test_worker_reserves_an_nvidia_gpu(config: dict[str, Any]) -> None:
-    devices = config["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_reserve_an_nvidia_gpu(config: dict[str, Any], name: str) -> None:
+    devices = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_sampling_and_training_have_their_own_workers(config: dict[str, Any]) -> None:
+    """Training never blocks sampling: each queue has its own worker service."""
+    queues = {}
+    for name in WORKERS:
+        command = config["services"][name]["command"]
+        queues[name] = command[command.index("--queues") + 1]
+    assert queues == {"inference": "inference", "worker": "training"}
 
 
 def test_redis_persists_and_postgres_is_15(config: dict[str, Any]) -> None:
@@ -80,8 +93,9 @@ def test_redis_persists_and_postgres_is_15(config: dict[str, Any]) -> None:
 
 
 def test_api_and_worker_settings_are_valid_and_identical(config: dict[str, Any]) -> None:
-    env = {name: config["services"][name]["environment"] for name in ("api", "worker")}
-    assert env["api"] == env["worker"], "api and worker must see the same database, broker and storage"
+    env = {name: config["services"][name]["environment"] for name in ("api", *WORKERS)}
+    for name in WORKERS:
+        assert env["api"] == env[name], f"api and {name} must see the same database, broker and storage"
     settings = Settings(
         database_url=env["api"]["STYLEGAN_DATABASE_URL"],
         broker_url=env["api"]["STYLEGAN_BROKER_URL"],
@@ -119,6 +133,6 @@ def test_dockerfile_copies_only_what_exists(dockerfile: Path) -> None:
 
 
 def test_compose_builds_the_dockerfiles_in_docker(config: dict[str, Any]) -> None:
-    for name in ("api", "worker"):
+    for name in ("api", *WORKERS):
         build = config["services"][name]["build"]
         assert (Path(build["context"]) / build["dockerfile"]).is_file()

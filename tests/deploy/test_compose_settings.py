@@ -1,5 +1,5 @@
 """The new user's journey (tests/api/test_user_journey.py) through docker-compose.yml's settings, without
-a Docker engine: the `api` and `worker` services' commands and STYLEGAN_* environment are read from the
+a Docker engine: the `api`, `inference` and `worker` services' commands and STYLEGAN_* environment are read from the
 compose file itself and run as local processes against the test session's throwaway PostgreSQL and
 Redis (standing in for the `postgres` and `redis` services). Only what a container would change is
 replaced: the hosts in the URLs, the data volume (a temporary directory) and the published port.
@@ -142,13 +142,10 @@ def test_compose_services_walk_the_journey_on_postgres_and_redis(
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0)
     try:
         wait_ready(http, processes.alive)
-        processes.start(
-            "worker",
-            local_command(services["worker"]["command"], port),
-            env(services["worker"]),
-        )
+        for name in ("inference", "worker"):
+            processes.start(name, local_command(services[name]["command"], port), env(services[name]))
         walk_journey(http)
     finally:
         http.close()
     codes = processes.stop_all()
-    assert codes == {"api": 0, "worker": 0}, processes.logs()
+    assert codes == {"api": 0, "inference": 0, "worker": 0}, processes.logs()
