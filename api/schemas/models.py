@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.schemas.jobs import WEBHOOK_URL_FIELD
 from worker.model_import import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class ModelImportRequest(BaseModel):
         default=None, description="With `url`: the expected sha256; a mismatch fails the job."
     )
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    webhook_url: str | None = WEBHOOK_URL_FIELD
     license_note: str | None = Field(
         default=None,
         min_length=1,

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas.jobs import WEBHOOK_URL_FIELD
+
 MAX_SEED = 2**32 - 1  # np.random.RandomState accepts [0, 2**32)
 # Truncation beyond +-2 extrapolates far outside anything the generator was trained to produce.
 PSI_MIN, PSI_MAX = -2.0, 2.0
@@ -60,6 +62,7 @@ class MixGridCreate(_Truncation):
     )
 
     rows: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Row seeds.")
+    webhook_url: str | None = WEBHOOK_URL_FIELD
     cols: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Column seeds.")
     styles: str = Field(
         default="0-6",
@@ -100,6 +103,7 @@ class VideoCreate(_Truncation):
     )
 
     seeds: list[int] = Field(min_length=1, max_length=MAX_WALK_SEEDS, description="Key seeds, in walk order.")
+    webhook_url: str | None = WEBHOOK_URL_FIELD
     frames: int = Field(default=60, ge=1, description="Frames in all (at most STYLEGAN_VIDEO_MAX_FRAMES).")
     fps: float = Field(default=30.0, gt=0, le=MAX_FPS, description="Frames per second (GIF: at most 50).")
     space: Literal["w", "z"] = "w"

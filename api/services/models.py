@@ -290,7 +290,7 @@ def start_import(
         session,
         celery,
         settings,
-        request=JobCreate(kind="model_import", params=params),
+        request=JobCreate(kind="model_import", params=params, webhook_url=request.webhook_url),
         owner_key=owner_key,
         idempotency_key=idempotency_key,
     )

@@ -395,8 +395,10 @@ def submit_mix_grid(
             f"{settings.mix_grid_max_cells} (STYLEGAN_MIX_GRID_MAX_CELLS)"
         )
     _check_styles(model, body.styles, where="body")
-    job_params = body.model_dump(by_alias=False) | {"model_id": model.id}
-    return _submit(session, celery, settings, "mix_grid", job_params, owner_key, idempotency_key)
+    job_params = body.model_dump(by_alias=False, exclude={"webhook_url"}) | {"model_id": model.id}
+    return _submit(
+        session, celery, settings, "mix_grid", job_params, owner_key, idempotency_key, body.webhook_url
+    )
 
 
 def _check_styles(model: Model, styles: str, *, where: str) -> None:
@@ -444,8 +446,12 @@ def submit_video(
         )
     if body.format == "gif" and body.fps > 50:
         raise InvalidRequest(f"body fps: GIF cannot play above 50 fps (got {body.fps:g}); use webp or mp4")
-    job_params = body.model_dump(mode="json", by_alias=False) | {"model_id": model.id}
-    return _submit(session, celery, settings, "video", job_params, owner_key, idempotency_key)
+    job_params = body.model_dump(mode="json", by_alias=False, exclude={"webhook_url"}) | {
+        "model_id": model.id
+    }
+    return _submit(
+        session, celery, settings, "video", job_params, owner_key, idempotency_key, body.webhook_url
+    )
 
 
 def _submit(
@@ -456,6 +462,7 @@ def _submit(
     params: dict[str, Any],
     owner_key: str | None,
     idempotency_key: str | None,
+    webhook_url: str | None,
 ) -> tuple[Job, bool]:
     from api.schemas.jobs import JobCreate
     from api.services import jobs as job_service
@@ -464,7 +471,7 @@ def _submit(
         session,
         celery,
         settings,
-        request=JobCreate(kind=kind, params=params),
+        request=JobCreate(kind=kind, params=params, webhook_url=webhook_url),
         owner_key=owner_key,
         idempotency_key=idempotency_key,
     )

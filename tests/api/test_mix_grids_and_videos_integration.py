@@ -150,3 +150,22 @@ def test_video_frame_limit(service: Service) -> None:
     finally:
         small.__exit__(None, None, None)
     assert fixture_meta(_fixture("sg2ada_uncond"))["init_kwargs"]["img_resolution"] == 32
+
+
+def test_mix_grid_and_video_jobs_carry_a_checked_webhook_url(service: Service) -> None:
+    """Every job-creating route takes `webhook_url`, refused for a loopback address (the SSRF policy)
+    and stored on the job otherwise. Last in the module: its jobs'
+    notifications to an unreachable address are left to the worker's teardown."""
+    model_id = service.upload(_fixture("sg2ada_uncond"))
+    bodies = {
+        "mix-grids": {"rows": [1], "cols": [2], "styles": "0-1"},
+        "videos": {"seeds": [0, 1], "frames": 2, "format": "gif"},
+    }
+    for route, body in bodies.items():
+        url = f"/v1/models/{model_id}/{route}"
+        refused = service.http.post(url, json=body | {"webhook_url": "http://127.0.0.1:9/hook"})
+        assert refused.status_code == 422 and "webhook_url" in refused.json()["detail"], refused.text
+        hook = "https://1.1.1.1/stylegan-hook"  # a public address literal: no DNS on test machines
+        accepted = service.http.post(url, json=body | {"webhook_url": hook})
+        assert accepted.status_code == 202, accepted.text
+        assert service.http.get(f"/v1/jobs/{accepted.json()['id']}").json()["webhook_url"] == hook
