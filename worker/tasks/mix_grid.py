@@ -7,7 +7,6 @@ The grid is stored as an Artifact (served by GET /v1/artifacts/{id}).
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from worker.db.models import Model
-    from worker.storage import Storage
 
 MAX_SEED = 2**32 - 1
 # The command's default --batch: the same batches give the same float summation order, so the same pixels.
@@ -54,40 +52,6 @@ def job_model(session: Session, job_id: str, model_id: str) -> Model:
     return model
 
 
-def store_artifact(
-    session: Session,
-    storage: Storage,
-    *,
-    job_id: str,
-    kind: str,
-    name: str,
-    content_type: str,
-    data: bytes,
-) -> str:
-    """Write one output file and its Artifact row (replacing an earlier attempt's); returns the id."""
-    import sqlalchemy as sa
-
-    from worker.db.models import Artifact, Job
-
-    job = session.get(Job, job_id)
-    owner = job.owner_key if job is not None else None
-    key = storage.put_bytes(f"artifacts/{job_id}/{name}", data)
-    session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
-    row = Artifact(
-        job_id=job_id,
-        kind=kind,
-        name=name,
-        file_key=key,
-        content_type=content_type,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        owner_key=owner,
-    )
-    session.add(row)
-    session.commit()
-    return row.id
-
-
 def artifact_result(artifact_id: str, content_type: str, size: int, **extra: Any) -> dict[str, Any]:
     return {
         "artifact_id": artifact_id,
@@ -100,6 +64,7 @@ def artifact_result(artifact_id: str, content_type: str, size: int, **extra: Any
 
 def run_mix_grid(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from gan.mixing import mix_grid, parse_styles, style_bands, style_mix
+    from worker.artifacts import store_artifact
     from worker.celery_app import process_sessions
     from worker.inference.engine import shared_cache
     from worker.inference.render import encode_image

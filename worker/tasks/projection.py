@@ -95,40 +95,6 @@ def _read_local(storage: Storage, key: str, stack: tempfile.TemporaryDirectory[s
     return copy
 
 
-def store_artifact(
-    session: Any,
-    storage: Storage,
-    *,
-    job_id: str,
-    owner_key: str | None,
-    spec: tuple[str, str, str],
-    data: bytes,
-) -> str:
-    """Write one output file and its Artifact row (replacing an earlier attempt's); returns the id."""
-    import hashlib
-
-    import sqlalchemy as sa
-
-    from worker.db.models import Artifact
-
-    name, kind, content_type = spec
-    key = storage.put_bytes(f"artifacts/{job_id}/{name}", data)
-    session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
-    row = Artifact(
-        job_id=job_id,
-        kind=kind,
-        name=name,
-        file_key=key,
-        content_type=content_type,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        owner_key=owner_key,
-    )
-    session.add(row)
-    session.commit()
-    return row.id
-
-
 def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import PIL.Image
@@ -137,6 +103,7 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from gan.errors import GanError
     from gan.io.checkpoint import load_generator
     from gan.projection import ProjectionStep, open_image, prepare_target, project, render_ws
+    from worker.artifacts import store_artifact
     from worker.celery_app import process_sessions
     from worker.db.models import Job, Model
     from worker.storage import make_storage
@@ -227,8 +194,15 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ids: dict[str, str] = {}
     with sessions() as session:
         for spec, data in outputs:
-            ids[spec[1]] = store_artifact(
-                session, storage, job_id=ctx.job_id, owner_key=owner_key, spec=spec, data=data
+            name, kind, content_type = spec
+            ids[kind] = store_artifact(
+                session,
+                storage,
+                job_id=ctx.job_id,
+                kind=kind,
+                name=name,
+                content_type=content_type,
+                data=data,
             )
     return {
         "projection_id": ctx.job_id,

@@ -42,10 +42,11 @@ class VideoParams(BaseModel):
 
 def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from gan.video import check_video_options, encode_video, walk_frames
+    from worker.artifacts import store_artifact
     from worker.celery_app import process_sessions
     from worker.inference.engine import shared_cache
     from worker.storage import make_storage
-    from worker.tasks.mix_grid import artifact_result, job_model, store_artifact
+    from worker.tasks.mix_grid import artifact_result, job_model
 
     p = VideoParams.model_validate(params)
     if p.frames > ctx.settings.video_max_frames:
