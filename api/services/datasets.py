@@ -24,6 +24,7 @@ from api.errors import Conflict, InvalidRequest, NotFound, ProblemResponse, prob
 from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
+from api.services.webhooks import check_webhook_url
 from worker.db.models import Dataset, Job
 from worker.settings import Settings
 from worker.storage import make_storage
@@ -105,6 +106,7 @@ def create_dataset(
     transform: Transform,
     labels: str | None,
     owner_key: str | None,
+    webhook_url: str | None = None,
 ) -> Dataset | Job:
     """A prepared Dataset (small upload), or the queued `dataset_prepare` job (large upload)."""
     from gan.training.dataset_prepare import NoUsableImagesError
@@ -112,6 +114,7 @@ def create_dataset(
     if not files:
         raise InvalidRequest("form field file: upload one zip or one or more image files")
     check_resolution(resolution, settings)
+    check_webhook_url(settings, webhook_url, field="form field webhook_url")
     label_map = parse_labels(labels)
     if name is None:
         first = Path(files[0][0] or "upload").name
@@ -143,7 +146,7 @@ def create_dataset(
                     session,
                     celery,
                     settings,
-                    request=JobCreate(kind="dataset_prepare", params=params),
+                    request=JobCreate(kind="dataset_prepare", params=params, webhook_url=webhook_url),
                     owner_key=owner_key,
                     idempotency_key=None,
                 )

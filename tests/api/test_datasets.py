@@ -130,6 +130,7 @@ def test_explicit_resolution_and_bad_form_fields(client: TestClient) -> None:
         ({"transform": "stretch"}, "transform"),
         ({"labels": "{not json"}, "labels"),
         ({"labels": "[1, 2]"}, "labels"),
+        ({"webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url"),  # loopback: the SSRF policy
     ):
         bad = client.post("/v1/datasets", files=one, data=fields)
         assert bad.status_code == 422, (fields, bad.text)

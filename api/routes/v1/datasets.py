@@ -53,6 +53,9 @@ def create_dataset(
     transform: Annotated[TransformName, Form()] = "center-crop",
     name: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
     labels: Annotated[str | None, Form(description="JSON labels (optional).")] = None,
+    webhook_url: Annotated[
+        str | None, Form(max_length=2000, description="Notified when a large upload's preparation job ends.")
+    ] = None,
 ) -> JSONResponse:
     created = service.create_dataset(
         session,
@@ -64,6 +67,7 @@ def create_dataset(
         transform=transform,
         labels=labels,
         owner_key=owner,
+        webhook_url=webhook_url,
     )
     if isinstance(created, Dataset):
         body = dataset_out(created, settings.dataset_thumbnails).model_dump(mode="json")
