@@ -27,6 +27,13 @@ FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / 
 FIXTURE_DIRS = sorted(p.parent for p in FIXTURES.resolve().glob("*/meta.json"))
 
 
+def fixture_dir(name_part: str) -> Path:
+    """The official fixture folder whose name contains `name_part` (e.g. "sg2ada_uncond", "sg3t")."""
+    found = [d for d in FIXTURE_DIRS if name_part in d.name]
+    assert found, f"no fixture matching {name_part!r} in {FIXTURE_DIRS}"
+    return found[0]
+
+
 def fixture_meta(directory: Path) -> dict[str, Any]:
     meta: dict[str, Any] = json.loads((directory / "meta.json").read_text())
     return meta

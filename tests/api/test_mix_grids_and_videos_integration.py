@@ -12,8 +12,8 @@ from PIL import Image
 
 from api.cli import main as stylegan
 from tests.api.inference_service import (
-    FIXTURE_DIRS,
     Service,
+    fixture_dir,
     fixture_meta,
     max_diff,
     png_pixels,
@@ -31,12 +31,8 @@ def service(
     yield from start_service(tmp_path_factory, postgres_server, redis_server)
 
 
-def _fixture(name_part: str) -> Path:
-    return next(d for d in FIXTURE_DIRS if name_part in d.name)
-
-
 def test_mix_grid_job_equals_the_cli_grid(service: Service, tmp_path: Path) -> None:
-    fixture = _fixture("sg2ada_uncond")
+    fixture = fixture_dir("sg2ada_uncond")
     model_id = service.upload(fixture)
     rows, cols = [0, 42], [1, 7, 1234]
     response = service.http.post(
@@ -63,7 +59,7 @@ def test_mix_grid_job_equals_the_cli_grid(service: Service, tmp_path: Path) -> N
 
 
 def test_mix_grid_refusals(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     url = f"/v1/models/{model_id}/mix-grids"
     response = service.http.post(url, json={"rows": [2**32], "cols": [1]})
     assert response.status_code == 422 and "rows" in response.json()["detail"]
@@ -83,7 +79,7 @@ def test_mix_grid_refusals(service: Service) -> None:
 
 
 def test_video_job_has_the_frames_and_streams_with_range(service: Service) -> None:
-    model_id = service.upload(_fixture("sg3t"))
+    model_id = service.upload(fixture_dir("sg3t"))
     response = service.http.post(
         f"/v1/models/{model_id}/videos",
         json={"seeds": [0, 1, 2], "frames": 6, "fps": 10, "format": "gif", "space": "z",
@@ -110,7 +106,7 @@ def test_video_job_has_the_frames_and_streams_with_range(service: Service) -> No
 
 
 def test_mp4_video(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     job_id = service.http.post(
         f"/v1/models/{model_id}/videos",
         json={"seeds": [3, 4], "frames": 4, "fps": 24, "format": "mp4", "loop": True},
@@ -135,28 +131,28 @@ def test_mp4_video(service: Service) -> None:
     ],
 )
 def test_video_refusals(service: Service, body: dict[str, object], field: str) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     response = service.http.post(f"/v1/models/{model_id}/videos", json=body)
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"]
 
 
 def test_video_frame_limit(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     small = service.app(video_max_frames=10)
     try:
         response = small.post(f"/v1/models/{model_id}/videos", json={"seeds": [1, 2], "frames": 11})
         assert response.status_code == 422 and "STYLEGAN_VIDEO_MAX_FRAMES" in response.json()["detail"]
     finally:
         small.__exit__(None, None, None)
-    assert fixture_meta(_fixture("sg2ada_uncond"))["init_kwargs"]["img_resolution"] == 32
+    assert fixture_meta(fixture_dir("sg2ada_uncond"))["init_kwargs"]["img_resolution"] == 32
 
 
 def test_mix_grid_and_video_jobs_carry_a_checked_webhook_url(service: Service) -> None:
     """Every job-creating route takes `webhook_url`, refused for a loopback address (the SSRF policy)
     and stored on the job otherwise. Last in the module: its jobs'
     notifications to an unreachable address are left to the worker's teardown."""
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     bodies = {
         "mix-grids": {"rows": [1], "cols": [2], "styles": "0-1"},
         "videos": {"seeds": [0, 1], "frames": 2, "format": "gif"},

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.quiet_http import QuietLog
 from tests.servers import PostgresServer, RedisServer, WorkerProcesses, settings_env, wait_for
 from worker.db.migrate import upgrade_head
 from worker.settings import Settings
@@ -27,7 +28,7 @@ FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / 
 FIXTURE_PICKLES = sorted(FIXTURES.glob("*/network.pkl"))
 
 
-class _Files(BaseHTTPRequestHandler):
+class _Files(QuietLog, BaseHTTPRequestHandler):
     """`/files/<name>` serves a file (with Content-Length); `/redirect/<name>` answers 302 to it."""
 
     root: Path
@@ -49,9 +50,6 @@ class _Files(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

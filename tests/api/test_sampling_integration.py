@@ -22,6 +22,7 @@ from api.services.sampling import in_flight
 from tests.api.inference_service import (
     FIXTURE_DIRS,
     Service,
+    fixture_dir,
     fixture_meta,
     max_diff,
     png_pixels,
@@ -37,12 +38,6 @@ def service(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> Iterator[Service]:
     yield from start_service(tmp_path_factory, postgres_server, redis_server)
-
-
-def _fixture(name_part: str) -> Path:
-    found = [d for d in FIXTURE_DIRS if name_part in d.name]
-    assert found, f"no fixture matching {name_part!r} in {FIXTURE_DIRS}"
-    return found[0]
 
 
 def _query(meta: dict, seed: int, psi: float) -> dict[str, object]:
@@ -94,7 +89,7 @@ def test_mix_equals_the_official_mix(service: Service, fixture: Path) -> None:
 
 
 def test_etag_and_not_modified(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     url = f"/v1/models/{model_id}/images/7.png"
     first = service.http.get(url, params={"psi": 0.5})
     assert first.status_code == 200
@@ -123,7 +118,7 @@ def test_etag_and_not_modified(service: Service) -> None:
 
 
 def test_random_image_names_its_seed(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     response = service.http.get(f"/v1/models/{model_id}/images/random.png", params={"psi": 0.7})
     assert response.status_code == 200, response.text
     seed = int(response.headers["x-seed"])
@@ -136,7 +131,7 @@ def test_random_image_names_its_seed(service: Service) -> None:
 
 
 def test_concurrent_requests_are_batched_and_equal_single_requests(service: Service) -> None:
-    model_id = service.upload(_fixture("sg3t"))
+    model_id = service.upload(fixture_dir("sg3t"))
     seeds = list(range(100, 108))
     url = f"/v1/models/{model_id}/images/{{}}.png"
     service.http.get(url.format(99))  # the model is loaded before the burst
@@ -189,7 +184,7 @@ def test_concurrent_requests_are_batched_and_equal_single_requests(service: Serv
 def test_bad_parameters_are_422_naming_them(
     service: Service, fixture_part: str, path: str, query: dict[str, object], field: str
 ) -> None:
-    model_id = service.upload(_fixture(fixture_part))
+    model_id = service.upload(fixture_dir(fixture_part))
     response = service.http.get(f"/v1/models/{model_id}/{path}", params=query)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -199,7 +194,7 @@ def test_bad_parameters_are_422_naming_them(
 def test_unknown_model_and_projection_are_404(service: Service) -> None:
     response = service.http.get("/v1/models/no-such-model/images/1.png")
     assert response.status_code == 404 and "no-such-model" in response.json()["detail"]
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     response = service.http.get(f"/v1/models/{model_id}/images/w/no-such-projection.png")
     assert response.status_code == 404, response.text
     response = service.http.get(f"/v1/models/{model_id}/mix.png", params={"row": "w:nope", "col": 1})
@@ -207,7 +202,7 @@ def test_unknown_model_and_projection_are_404(service: Service) -> None:
 
 
 def test_resolution_over_the_limit_is_refused(service: Service) -> None:
-    model_id = service.upload(_fixture("sg3t"))
+    model_id = service.upload(fixture_dir("sg3t"))
     small = service.app(max_resolution=32)
     try:
         response = small.get(f"/v1/models/{model_id}/images/1.png")
@@ -217,7 +212,7 @@ def test_resolution_over_the_limit_is_refused(service: Service) -> None:
 
 
 def test_rate_limit_is_429_with_retry_after(service: Service) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     limited = service.app(sample_rate_per_second=0.01, sample_burst=2)
     try:
         codes = [limited.get(f"/v1/models/{model_id}/images/{seed}.png").status_code for seed in (1, 2, 3)]
@@ -235,7 +230,7 @@ def test_rate_limit_is_429_with_retry_after(service: Service) -> None:
 def test_no_worker_answering_is_503_and_in_flight_cap_is_503(
     service: Service, redis_server: RedisServer
 ) -> None:
-    model_id = service.upload(_fixture("sg2ada_uncond"))
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
     # Another Redis database: the same server, but no worker listens there.
     lonely = service.app(
         broker_url=redis_server.url.rsplit("/", 1)[0] + "/5",
@@ -275,7 +270,7 @@ def test_no_worker_answering_is_503_and_in_flight_cap_is_503(
 
 def test_grey_and_sizes_of_a_png(service: Service) -> None:
     """The PNG is the model's size and RGB; width and height come from the model, not the request."""
-    fixture = _fixture("sg3r")
+    fixture = fixture_dir("sg3r")
     model_id = service.upload(fixture)
     response = service.http.get(f"/v1/models/{model_id}/images/5.png")
     import io

@@ -9,6 +9,7 @@ PostgreSQL + Redis with the processes and settings docker-compose.yml gives.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -65,11 +66,9 @@ def wait_ready(http: httpx.Client, alive: Any, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         alive()
-        try:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
             if http.get("/readyz").status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
         assert time.monotonic() < deadline, "/readyz did not answer 200"
         time.sleep(0.2)
 

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.quiet_http import QuietLog
 from worker.catalog import BUNDLED_CATALOG, load_catalog
 from worker.demo_model import bundled_demo_path
 from worker.model_import import ImportLimits, ModelImportError, run_sandboxed_import
@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / 
 BODY = bytes(range(256)) * 64  # 16 KiB
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietLog, BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         if self.path.startswith("/loop/"):  # /loop/N redirects to /loop/N+1 forever
             n = int(self.path.rsplit("/", 1)[1])
@@ -41,9 +41,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
         self.wfile.write(BODY)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

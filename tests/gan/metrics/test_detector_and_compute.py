@@ -26,6 +26,7 @@ from gan.metrics import compute_metrics, load_detector
 from gan.metrics.detector import DownloadError, fetch
 from gan.training.dataset import ImageDataset, prepare_dataset
 from gan.training.dataset_prepare import PrepareLimits
+from tests.quiet_http import QuietLog
 
 
 class _Canary:
@@ -89,16 +90,13 @@ def server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     root.mkdir()
     requests: list[str] = []
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
+    class Handler(QuietLog, http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
 
         def do_GET(self) -> None:
             requests.append(self.path)
             super().do_GET()
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
