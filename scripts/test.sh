@@ -15,11 +15,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-[[ -x .venv/bin/python ]] || "${PYTHON:-python3}" -m venv .venv
-# torch first and pinned: that pin resolves to the CPU build in this machine's wheel store, while an
-# unpinned torch would pull several gigabytes of CUDA packages.
-.venv/bin/pip install torch==2.13.0
-.venv/bin/pip install -e '.[test]'
+# The test lock: the runtime lock's versions plus the test tools (scripts/install.sh says how).
+scripts/install.sh test
 
 # `exec` hands pytest's exit status straight to the caller (and so to CI). With no arguments pytest
 # runs pyproject's testpaths (all of tests/); arguments narrow it (`scripts/test.sh tests/api -x`).
