@@ -27,6 +27,10 @@ from typing import TypeVar
 import psycopg
 import redis
 
+from worker.db.session import make_engine, make_session_factory
+from worker.presence import live_workers
+from worker.settings import Settings
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -209,20 +213,33 @@ class WorkerProcesses:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, env: Mapping[str, str], queues: str = "inference,training", name: str | None = None
+        self,
+        env: Mapping[str, str],
+        queues: str = "inference,training",
+        name: str | None = None,
+        wait: bool = True,
     ) -> subprocess.Popen[bytes]:
-        """Start a worker with STYLEGAN_* variables from `env` (the test's settings) on `queues`."""
+        """Start a worker with STYLEGAN_* variables from `env` (the test's settings) on `queues`; with
+        `wait`, return once it consumes (its presence row is there), as sampling requires."""
         name = name or f"w{len(self.processes)}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
         full_env = {**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
         log = (self.log_dir / f"{name}.log").open("wb")
+        node = f"{name}-{uuid.uuid4().hex[:6]}@test"
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--queues", queues, "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@test"],
+            [sys.executable, "-m", "worker", "--queues", queues, "--hostname", node],
             env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir, start_new_session=True,
         )  # fmt: skip
         log.close()
         process.log_path = self.log_dir / f"{name}.log"  # type: ignore[attr-defined]
         self.processes.append(process)
+        if wait:
+            # Only what finds the database and says how old a heartbeat may be.
+            fields = ("database_url", "data_dir", "heartbeat_seconds", "job_lease_seconds")
+            settings = Settings(
+                **{f: env[f"STYLEGAN_{f.upper()}"] for f in fields if f"STYLEGAN_{f.upper()}" in env}
+            )  # type: ignore[arg-type]
+            wait_for_worker(settings, node, process)
         return process
 
     @staticmethod
@@ -253,6 +270,27 @@ class WorkerProcesses:
             # Pool children left behind by a parent that died first.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for_worker(
+    settings: Settings, node: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 90.0
+) -> None:
+    """Until the worker named `node` has a live presence row (it consumes its queues)."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        sessions = make_session_factory(engine)
+
+        def listed() -> bool:
+            if process is not None and process.poll() is not None:
+                path = getattr(process, "log_path", None)
+                log = path.read_text(errors="replace")[-4000:] if path else ""
+                raise AssertionError(f"worker {node} exited with {process.returncode}:\n{log}")
+            with sessions() as session:
+                return any(w.name == node for w in live_workers(session, settings))
+
+        wait_for(listed, timeout, f"worker {node} to report itself", interval=0.1)
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager

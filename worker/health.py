@@ -10,7 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from kombu.connection import Connection
 
 from worker.db.migrate import head_revision
-from worker.db.session import make_engine
+from worker.db.session import make_engine, make_session_factory
+from worker.jobs import QUEUES
+from worker.presence import live_workers, queues_without_worker
 from worker.settings import Settings
 from worker.storage import make_storage
 
@@ -75,3 +77,24 @@ def check_storage(settings: Settings) -> tuple[bool, str]:
         return True, "storage writable"
     except Exception as exc:
         return False, f"storage unusable: {type(exc).__name__}: {exc}"
+
+
+def check_workers(settings: Settings, engine: sa.Engine | None = None) -> tuple[bool, str]:
+    """Every queue has at least one live worker (worker/presence.py); the detail names the queue
+    that has none, or how many workers serve each."""
+    owned = engine is None
+    engine = engine or make_engine(settings.effective_database_url, poolclass=sa.pool.NullPool)
+    try:
+        with make_session_factory(engine)() as session:
+            workers = live_workers(session, settings)
+        missing = queues_without_worker(workers)
+        if missing:
+            names = ", ".join(missing)
+            return False, f"no live worker consumes the {names} queue{'s' if len(missing) > 1 else ''}"
+        counts = {queue: sum(queue in w.queues for w in workers) for queue in QUEUES}
+        return True, ", ".join(f"{queue}: {n} worker{'s' if n > 1 else ''}" for queue, n in counts.items())
+    except Exception as exc:
+        return False, f"workers unknown: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    finally:
+        if owned:
+            engine.dispose()

@@ -91,7 +91,9 @@ def convert(src: str, dst: str, *, license_note: str | None, source: str | None)
 def _is_memory_error(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
-    return isinstance(exc, RuntimeError | OSError | ImportError) and any(m in str(exc).lower() for m in _MEMORY_MARKERS)
+    return isinstance(exc, RuntimeError | OSError | ImportError) and any(
+        m in str(exc).lower() for m in _MEMORY_MARKERS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,14 @@ import socket
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import torch
 from celery.signals import worker_ready, worker_shutdown
 
 from worker.celery_app import Reconciler, make_celery
 from worker.db.migrate import current_revision, head_revision
+from worker.inference.engine import resolve_inference_device, shared_cache
 from worker.jobs import QUEUES
+from worker.presence import Presence, WorkerInfo, device_name
 from worker.settings import Settings
 
 Pool = Literal["prefork", "threads"]
@@ -33,6 +36,25 @@ def pool_for(queues: Sequence[str]) -> Pool:
     (worker/inference/). Anything with training runs in prefork children, which a crash or a kill at
     the end of the grace period takes down without taking the worker with it."""
     return "threads" if list(queues) == ["inference"] else "prefork"
+
+
+def worker_info(
+    settings: Settings, hostname: str, queues: Sequence[str], concurrency: int, pool: Pool
+) -> WorkerInfo:
+    """What this worker reports in its presence row. Only a threads pool holds its models in this
+    process (the inference worker's cache); prefork children load theirs out of the parent's sight."""
+    if "inference" in queues:
+        device = resolve_inference_device(settings.inference_device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = shared_cache(settings).keys if pool == "threads" else list
+    return WorkerInfo(
+        name=hostname,
+        queues=list(queues),
+        device=device_name(device),
+        concurrency=concurrency,
+        loaded_models=loaded,
+    )
 
 
 def run_worker(
@@ -64,19 +86,24 @@ def run_worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = make_celery(settings)
     reconciler = Reconciler(app, settings)
+    hostname = hostname or default_hostname()
+    presence = Presence(settings, worker_info(settings, hostname, queues, concurrency, pool))
 
-    # Start the reconciler thread only once the pool's children exist, so they are not forked with it.
-    def start_reconciler(**_: Any) -> None:
-        if not reconciler.is_alive():
-            reconciler.start()
+    # Start the threads only once the pool's children exist, so they are not forked with them; and
+    # report presence only once the worker consumes, so a listed worker really takes jobs.
+    def start_threads(**_: Any) -> None:
+        for thread in (reconciler, presence):
+            if not thread.is_alive():
+                thread.start()
 
-    def stop_reconciler(**_: Any) -> None:
+    def stop_threads(**_: Any) -> None:
         reconciler.stop()
+        presence.stop()
 
-    worker_ready.connect(start_reconciler, weak=False)
-    worker_shutdown.connect(stop_reconciler, weak=False)
+    worker_ready.connect(start_threads, weak=False)
+    worker_shutdown.connect(stop_threads, weak=False)
     worker = app.Worker(
-        hostname=hostname or default_hostname(),
+        hostname=hostname,
         queues=queues,
         concurrency=concurrency,
         pool=pool,
@@ -90,6 +117,6 @@ def run_worker(
     try:
         worker.start()
     finally:
-        reconciler.stop()
+        stop_threads()
     if worker.exitcode:
         raise SystemExit(worker.exitcode)

@@ -21,7 +21,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: database, broker and storage are reachable",
+    summary="Readiness: database, broker and storage are reachable and every queue has a live worker",
     responses={
         200: {
             "content": {
@@ -32,6 +32,7 @@ def healthz() -> dict[str, str]:
                             "database": {"ok": True, "detail": "sqlite reachable"},
                             "broker": {"ok": True, "detail": "redis reachable"},
                             "storage": {"ok": True, "detail": "data/storage writable"},
+                            "workers": {"ok": True, "detail": "inference: 1 worker, training: 1 worker"},
                         },
                     }
                 }
@@ -43,10 +44,15 @@ def healthz() -> dict[str, str]:
 def readyz(settings: SettingsDep) -> Any:
     # A sync route: the checks block (socket connects with timeouts), so FastAPI runs them in its
     # thread pool rather than on the event loop.
-    from worker.health import check_broker, check_database, check_storage
+    from worker.health import check_broker, check_database, check_storage, check_workers
 
     checks: dict[str, dict[str, Any]] = {}
-    for name, check in (("database", check_database), ("broker", check_broker), ("storage", check_storage)):
+    for name, check in (
+        ("database", check_database),
+        ("broker", check_broker),
+        ("storage", check_storage),
+        ("workers", check_workers),
+    ):
         try:
             ok, detail = check(settings)
         except Exception as exc:  # a check that crashes is a failed check, with its reason

@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from api.ratelimit import InFlightLimit, RateLimiter
 from api.schemas.sampling import MAX_SEED, PSI_MAX, PSI_MIN, MixGridCreate, VideoCreate
+from worker.presence import QueueWatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,6 +107,10 @@ def inference_client(app: FastAPI) -> InferenceClient:
     from worker.inference.client import InferenceClient
 
     return _app_state(app, "inference_client", lambda: InferenceClient(app.state.celery, app.state.settings))  # type: ignore[no-any-return]
+
+
+def queue_watch(app: FastAPI) -> QueueWatch:
+    return _app_state(app, "queue_watch", lambda: QueueWatch(app.state.session_factory, app.state.settings))  # type: ignore[no-any-return]
 
 
 def rate_limiter(app: FastAPI) -> RateLimiter:
@@ -347,6 +352,14 @@ def render(app: FastAPI, owner_key: str | None, request: dict[str, Any]) -> Rend
     settings: Settings = app.state.settings
     rate_limiter(app).check(owner_key)
     unavailable = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    # Said at once rather than after the sampling timeout, and as what it is: nothing would answer.
+    if not queue_watch(app).has_worker("inference"):
+        raise ServiceUnavailable(
+            "no inference worker is running, so nothing can render this image: start one with "
+            "`stylegan worker --queues inference` (`stylegan serve` runs one unless --no-worker); "
+            "GET /v1/workers lists the live ones",
+            headers=unavailable,
+        )
     with in_flight(app).hold():
         try:
             result = inference_client(app).call(request, settings.sample_timeout_seconds)

@@ -13,7 +13,16 @@ from worker.db.migrate import current_revision, downgrade, head_revision, upgrad
 from worker.db.models import Base
 from worker.db.session import make_engine
 
-TABLES = {"jobs", "models", "datasets", "checkpoints", "artifacts", "job_events", "webhook_deliveries"}
+TABLES = {
+    "jobs",
+    "models",
+    "datasets",
+    "checkpoints",
+    "artifacts",
+    "job_events",
+    "webhook_deliveries",
+    "workers",
+}
 
 
 def _tables(url: str) -> set[str]:

@@ -246,3 +246,25 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(sa.String(64))
     owner_key: Mapped[str | None] = mapped_column(sa.String(128), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WorkerPresence(Base):
+    """A running worker process, as it last reported itself (worker/presence.py).
+
+    Each worker renews its row every heartbeat and deletes it on a clean stop; a row that has not been
+    renewed for a few heartbeats belongs to a worker that died, and readers ignore it (`/readyz`,
+    `GET /v1/workers`). The database rather than the broker holds it so that it works on every broker.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)  # the Celery node name
+    hostname: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int]
+    queues: Mapped[list[Any]]
+    device: Mapped[str] = mapped_column(sa.String(100))
+    concurrency: Mapped[int]
+    # Storage keys of the generators the process holds loaded (inference workers).
+    loaded_models: Mapped[list[Any]] = mapped_column(default=list)
+    started_at: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime] = mapped_column(index=True)

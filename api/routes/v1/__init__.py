@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import artifacts, datasets, events, images, jobs, models, projections, training
+from api.routes.v1 import artifacts, datasets, events, images, jobs, models, projections, training, workers
 
 router = APIRouter()
 router.include_router(jobs.router)
@@ -13,3 +13,4 @@ router.include_router(training.router)
 router.include_router(projections.router)
 router.include_router(models.router)
 router.include_router(artifacts.router)
+router.include_router(workers.router)
