@@ -5,8 +5,9 @@ iteration draws one global batch of reals and latents and runs the phases Gmain,
 every 4th and Dreg every 16th iteration: lazy regularisation, StyleGAN2 Sec. 3.1), each phase splitting
 its batch into micro-batches of `batch_gpu` per rank and accumulating gradients; then G_ema is updated and
 every 4th iteration ADA adjusts p. A tick ends every `tick` kimg (and after the very first iteration); at
-a tick we log, ask the callback whether to stop, and every `snap` ticks write previews, metrics and a
-checkpoint.
+a tick we log, and every `snap` ticks write previews, metrics and a checkpoint. Between ticks the callback
+gets a progress line every `progress_interval` seconds, and after every iteration it is asked whether to
+stop; a stop ends the tick there, with previews and a final checkpoint (no metrics: a cancel must be quick).
 
 Differences from the official loop, each on purpose:
 - Micro-batch losses are scaled by 1 / (micro-batches per rank) and averaged across ranks, so the
@@ -56,6 +57,7 @@ from gan.training.progress import (
     StatsLog,
     TrainingCallback,
     grid_shape,
+    progress_line,
     save_image_grid,
 )
 
@@ -97,6 +99,9 @@ class TrainOptions:
     workers: int | None = None  # DataLoader processes; None: 0 on CPU, 3 on CUDA
     fp32: bool = False  # disable mixed precision
     preview_images: int = 64  # upper bound on the preview grid (official grids hold up to 1024)
+    # Seconds between progress lines inside a tick (0: after every iteration). A CPU tick can take many
+    # minutes; the callback's user wants images seen, speed and an ETA long before it ends.
+    progress_interval: float = 5.0
     # Small-network overrides (tests, demo model); None keeps the preset's value.
     cbase: int | None = None
     cmax: int | None = None
@@ -124,6 +129,8 @@ class TrainOptions:
             raise ConfigError(f"--kimg must be > 0, got {self.kimg}")
         if self.tick <= 0:
             raise ConfigError(f"--tick must be > 0, got {self.tick}")
+        if not 0 <= self.progress_interval < float("inf"):
+            raise ConfigError(f"progress_interval must be >= 0 seconds, got {self.progress_interval}")
         if self.snap < 1:
             raise ConfigError(f"--snap must be >= 1, got {self.snap}")
         if self.gpus < 1:
@@ -208,6 +215,27 @@ def build_networks(G_config: GeneratorConfig, D_config: DiscriminatorConfig) -> 
     from gan.stylegan2.discriminator import Discriminator
 
     return build_generator(G_config), Discriminator(D_config)
+
+
+def size_preset_to_generator(
+    preset: TrainingPreset, G_config: GeneratorConfig, options: TrainOptions
+) -> TrainingPreset:
+    """The preset with its channel base and max taken from the generator being fine-tuned, for a D built
+    from scratch beside it (generator-only files: ours, the demo, pickles without D).
+
+    The preset's own D is sized for a full-width G: at 64 px `auto` gives D 23M parameters, which beside
+    the 0.4M-parameter demo generator made a CPU fine-tune take 16 minutes for 0.29 kimg and its
+    checkpoints 288 MB. A D at G's channel base and max has a parameter count of the same order, as in
+    every official config, where G and D share `--cbase` and `--cmax`. `--cbase`/`--cmax` given
+    explicitly still win. Config R doubles G's feature maps over `--cbase`/`--cmax` (stylegan3
+    train.py) while D keeps them, so they are halved back for it.
+    """
+    synthesis = G_config.synthesis
+    widen = 2 if G_config.architecture == "stylegan3-r" else 1
+    return preset.replace(
+        channel_base=options.cbase if options.cbase is not None else synthesis.channel_base // widen,
+        channel_max=options.cmax if options.cmax is not None else synthesis.channel_max // widen,
+    )
 
 
 def frozen_discriminator_layers(config: DiscriminatorConfig, freezed: int) -> list[str]:
@@ -361,7 +389,8 @@ def _setup_networks(options: TrainOptions, resolution: int, c_dim: int, channels
     D_src = nets.get("D")
     if D_src is not None:
         D_config = _module_config(D_src, "D")
-    else:  # a pickle with only generators: D starts from scratch, as official with require_all=False
+    else:  # a file with only generators: D starts from scratch, as official with require_all=False
+        preset = size_preset_to_generator(preset, G_config, options)
         D_config = preset.discriminator_config(resolution, c_dim, channels)
     G, D = build_networks(G_config, D_config)
     G.load_state_dict(G_src.state_dict())
@@ -646,6 +675,7 @@ def _train(
 
     tick_stats = StatAccumulator()
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    last_progress_time = tick_start_time
     maintenance_sec = tick_start_time - start_time
     last_stats: dict[str, Any] = {}
     metrics: dict[str, float] = {}
@@ -694,18 +724,29 @@ def _train(
         batch_idx += 1
         augment.step(batch, env, device)
 
-        # Tick boundary?
+        # Stop request? Asked every iteration (the callback keeps it cheap) so that a cancel takes effect
+        # within one iteration, not at the next tick end, which can be many minutes away on a CPU.
         done = cur_nimg >= total_nimg
+        stop = not done and callback.should_stop()
+        if env.enabled:  # rank 0 decides; NCCL reduces device tensors only
+            stop = all_reduce_sum(torch.tensor([float(stop)], device=device), env).item() > 0
+        if stop:
+            done = stopped = True
+
+        # Tick boundary? Otherwise a progress line, if one is due.
         if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + tick_nimg:
+            now = time.time()
+            if now - last_progress_time >= options.progress_interval:
+                callback.on_progress(
+                    progress_line(cur_nimg, total_nimg, cur_tick, tick_start_nimg, tick_start_time, now)
+                )
+                last_progress_time = now
             continue
 
         # Maintenance must not disturb training randomness, so a run that snapshots at other ticks
         # (or was resumed) draws the same numbers: the state is captured here and restored after.
         rng_state = ckpt_io.capture_rng_state({"latents": latents})
         tick_end_time = time.time()
-        stop_flag = torch.tensor([1.0 if (not done and callback.should_stop()) else 0.0])
-        if all_reduce_sum(stop_flag, env).item() > 0:
-            done = stopped = True
 
         stats_line: dict[str, Any] = {
             "tick": cur_tick,
@@ -727,7 +768,8 @@ def _train(
         tick_stats.clear()
 
         snapshot = done or cur_tick % options.snap == 0
-        if snapshot and detector is not None:  # rank 0 only; the others wait at the next all-reduce
+        # Metrics on rank 0 only (the others wait at the next all-reduce); not on a stop, which must be quick.
+        if snapshot and detector is not None and not stopped:
             metrics = _evaluate_metrics(options, G_ema, detector, device)
             stats_line.update({f"Metrics/{k}": v for k, v in metrics.items()})
         if snapshot and env.is_main:
@@ -759,6 +801,7 @@ def _train(
 
         cur_tick += 1
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        last_progress_time = tick_start_time
         maintenance_sec = tick_start_time - tick_end_time
 
     model_path: Path | None = None

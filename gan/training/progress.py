@@ -1,8 +1,10 @@
 """What a training run tells the outside world: the per-tick JSONL log, preview grids, and the callback.
 
 The callback is how the worker (issue 5, item 7) follows a run: it receives every tick's stats, every
-preview and every checkpoint, and `should_stop()` is asked once per tick; returning True ends the run
-after a final checkpoint. Callbacks run on rank 0 only.
+preview and every checkpoint, and a progress line every few seconds between ticks (a tick on a CPU can
+last many minutes, and a user watching a job needs the speed and an ETA before the first one ends).
+`should_stop()` is asked after every training step, so it must be cheap; returning True ends the run
+within that step, after a final checkpoint. Callbacks run on rank 0 only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from PIL import Image
 class TrainingCallback(Protocol):
     def on_tick(self, stats: dict[str, Any]) -> None: ...
 
+    def on_progress(self, progress: dict[str, Any]) -> None: ...
+
     def on_preview(self, path: Path) -> None: ...
 
     def on_checkpoint(self, path: Path, kimg: float, metrics: dict[str, float]) -> None: ...
@@ -34,6 +38,9 @@ class NullCallback:
     """The callback of a run nobody watches."""
 
     def on_tick(self, stats: dict[str, Any]) -> None:
+        pass
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
         pass
 
     def on_preview(self, path: Path) -> None:
@@ -88,16 +95,43 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def progress_line(
+    cur_nimg: int, total_nimg: int, tick: int, tick_start_nimg: int, tick_start_time: float, now: float
+) -> dict[str, Any]:
+    """Where a run stands between ticks: images seen, kimg, and the speed measured over the current tick
+    (maintenance excluded, as the tick's `sec_per_kimg`), with the ETA it implies for the rest."""
+    done_in_tick = cur_nimg - tick_start_nimg
+    sec_per_kimg = (now - tick_start_time) / done_in_tick * 1e3 if done_in_tick > 0 else 0.0
+    remaining_kimg = max(total_nimg - cur_nimg, 0) / 1e3
+    return {
+        "tick": tick,
+        "images_seen": cur_nimg,
+        "kimg": cur_nimg / 1e3,
+        "total_kimg": total_nimg / 1e3,
+        "progress": min(cur_nimg / total_nimg, 1.0) if total_nimg else 1.0,
+        "sec_per_kimg": sec_per_kimg,
+        # Snapshots (previews, checkpoints, metrics) come on top; on a CPU they are a few percent.
+        "eta_seconds": remaining_kimg * sec_per_kimg,
+    }
+
+
 # Preview grids ------------------------------------------------------------------------------------
 
 
 def grid_shape(resolution: int, count_limit: int | None = None) -> tuple[int, int]:
-    """Official grid: about 7680x4320 px, 7-32 columns and 4-32 rows; `count_limit` caps it for small runs."""
+    """(columns, rows). Official grid: about 7680x4320 px, 7-32 columns and 4-32 rows.
+
+    When `count_limit` is smaller than that grid, the grid is near-square instead: floor(sqrt(n)) rows of
+    n // rows columns, so columns exceed rows by at most 2 and fewer than sqrt(n) images are dropped (32
+    gives 6x5). Capping the official shape column-first gave 32x1 strips for small images.
+    """
     gw = int(np.clip(7680 // resolution, 7, 32))
     gh = int(np.clip(4320 // resolution, 4, 32))
-    if count_limit is not None:
-        gw = min(gw, count_limit)
-        gh = max(min(gh, count_limit // gw), 1)
+    if count_limit is not None and count_limit < gw * gh:
+        if count_limit < 1:
+            raise ValueError(f"count_limit must be >= 1, got {count_limit}")
+        gh = math.isqrt(count_limit)
+        gw = count_limit // gh
     return gw, gh
 
 

@@ -1,13 +1,17 @@
 """The `training` job: `gan.training.loop.train` on a stored dataset, followed live through the job row.
 
 Fine-tuning resumes from the base model's stored generator file (G_ema; D starts fresh, as the
-official resume of a pickle without D); training from scratch builds the networks from `cfg`. While it
-runs, a callback turns each tick into job progress plus a `progress` event, each preview grid into an
-Artifact plus a `preview` event, and each checkpoint into a stored file, a Checkpoint row and a
-`checkpoint` event. `should_stop` answers the job's cancel flag, so a cancel ends the run at the next tick
-after a final checkpoint. A re-run after a lost worker (attempt > 1) resumes exactly from the job's
-last Checkpoint row (counters, optimizer, ADA and RNG state), not from zero. On success G_ema is
-registered as a new Model (`source` "training:<job id>", licence note inherited from the base model).
+official resume of a pickle without D, sized like the base G unless `cbase`/`cmax` say otherwise);
+training from scratch builds the networks from `cfg`. While it runs, a callback turns each tick, and every
+few seconds within a tick, into job progress plus a `progress` event (images seen, kimg, sec/kimg, ETA;
+`tick` is set only on a tick's last line), each preview grid into an Artifact plus a `preview` event, and
+each checkpoint into a stored file, a Checkpoint row and a `checkpoint` event. `should_stop` is asked
+after every training step and reads the job's cancel flag from the database at most every
+CANCEL_POLL_SECONDS, so a cancel ends the run within a step or two, after a final checkpoint. A re-run
+after a lost worker (attempt > 1) resumes exactly from the job's last Checkpoint row (counters,
+optimizer, ADA and RNG state), not from zero. On success G_ema is registered as a new Model (`source`
+"training:<job id>") whose licence note names the base model, the dataset and the length of the run,
+followed by the base model's own note (an NVIDIA licence stays with the weights derived from them).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import math
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,11 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker import jobs
 from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from gan.training.loop import TrainOptions
     from worker.db.models import Checkpoint, Dataset, Model
     from worker.storage import Storage
 
@@ -43,6 +51,13 @@ _METRIC = re.compile(r"^(fid|kid)\d+k(_full)?$|^pr\d+k\d+(_full)?$")
 # Stored checkpoints kept per job besides the newest (older ones are deleted as new ones arrive): a
 # resume needs only the last; a few more let a user go back past a collapse.
 KEEP_CHECKPOINTS = 3
+# How often `should_stop` (asked every training step) reads the cancel flag itself. The heartbeat relays
+# it too, but only every heartbeat_seconds (10 s by default); one indexed read every 2 s costs nothing
+# next to a step, and keeps a cancel's delay to this plus one step.
+CANCEL_POLL_SECONDS = 2.0
+# Seconds between progress lines within a tick (gan.training.loop.TrainOptions.progress_interval): each
+# is a job-row UPDATE and an event INSERT.
+PROGRESS_SECONDS = 5.0
 
 
 class TrainingParams(BaseModel):
@@ -66,7 +81,8 @@ class TrainingParams(BaseModel):
     tick: float = Field(default=4.0, gt=0, le=10_000, allow_inf_nan=False)
     metrics: list[str] = Field(default_factory=list, max_length=8)
     seed: int = Field(default=0, ge=0, lt=2**32)
-    # Small-network overrides for training from scratch (demos, tests): D's too when fine-tuning.
+    # Channel base/max of networks trained from scratch (demos, tests). When fine-tuning a base model
+    # without a D (every stored model is G only), D is built at the base G's; these override that.
     cbase: int | None = Field(default=None, ge=16, le=2**20)
     cmax: int | None = Field(default=None, ge=8, le=2048)
     preview_images: int = Field(default=32, ge=1, le=256)
@@ -165,8 +181,10 @@ class JobTrainingCallback:
         storage: Storage,
         owner_key: str | None,
         resumed_from_kimg: float | None,
+        clock: Callable[[], float] = time.monotonic,  # tests pass a fake one to step over the poll interval
     ) -> None:
         self.ctx = ctx
+        self.clock = clock
         self.sessions = sessions
         self.storage = storage
         self.owner_key = owner_key
@@ -176,6 +194,7 @@ class JobTrainingCallback:
         self.checkpoint_ids: list[str] = []
         self.previews = 0
         self.last_detail: dict[str, Any] = {}
+        self._last_cancel_poll = clock()
 
     def _check_lost(self) -> None:
         # A cancel must not interrupt a tick half-way (the final checkpoint comes first); a lost lease
@@ -219,9 +238,24 @@ class JobTrainingCallback:
             augment_p=stats.get("augment_p"),
             losses={k.removeprefix("Loss/"): v for k, v in stats.items() if k.startswith("Loss/")},
             metrics={k.removeprefix("Metrics/"): v for k, v in stats.items() if k.startswith("Metrics/")},
+            images_seen=round(kimg * 1000),
             tick=stats.get("tick"),
         )
         self._progress(float(stats["progress"]), detail)
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        # Between ticks: `tick` stays None (clients tell tick ends by it); the tick under way is `in_tick`.
+        detail = self._detail(
+            kimg=float(progress["kimg"]),
+            total_kimg=float(progress["total_kimg"]),
+            fraction=float(progress["progress"]),
+            images_seen=int(progress["images_seen"]),
+            sec_per_kimg=float(progress["sec_per_kimg"]),
+            eta_seconds=float(progress["eta_seconds"]),
+            tick=None,
+            in_tick=progress["tick"],
+        )
+        self._progress(float(progress["progress"]), detail)
 
     def on_preview(self, path: Path) -> None:
         from worker.db.models import Artifact
@@ -304,6 +338,16 @@ class JobTrainingCallback:
 
     def should_stop(self) -> bool:
         self._check_lost()
+        now = self.clock()
+        if not self.ctx.cancel_event.is_set() and now - self._last_cancel_poll >= CANCEL_POLL_SECONDS:
+            self._last_cancel_poll = now
+            try:
+                with self.sessions() as session:
+                    if jobs.cancel_requested(session, self.ctx.job_id):
+                        self.ctx.signal_cancel()
+            except sa.exc.SQLAlchemyError:
+                # A database blip must not end a long run; the heartbeat relays the flag as well.
+                log.warning("job %s: cancel poll failed", self.ctx.job_id, exc_info=True)
         return self.ctx.cancel_event.is_set()
 
 
@@ -317,8 +361,53 @@ def training_root(ctx: JobContext) -> Path:
     )
 
 
+def training_options(
+    spec: TrainingParams, *, data: Path, outdir: Path, resume: Path | None, cond: bool
+) -> TrainOptions:
+    """The library options a training job runs with (also what scripts/measure_finetune.py measures)."""
+    from gan.training.loop import TrainOptions
+
+    return TrainOptions(
+        data=data,
+        outdir=outdir,
+        cfg=spec.cfg or "auto",
+        resume=resume,
+        kimg=spec.kimg,
+        batch=spec.batch,
+        gamma=spec.gamma,
+        aug=spec.aug,
+        p=spec.p,
+        target=spec.target,
+        mirror=spec.mirror,
+        cond=cond,
+        freezed=spec.freezed,
+        snap=spec.snap,
+        tick=spec.tick,
+        metrics=tuple(spec.metrics),
+        seed=spec.seed,
+        cbase=spec.cbase,
+        cmax=spec.cmax,
+        # A Celery prefork child is a daemon process and may not start DataLoader workers.
+        workers=0,
+        preview_images=spec.preview_images,
+        progress_interval=PROGRESS_SECONDS,
+    )
+
+
+def provenance_note(base: Model | None, dataset: Dataset, kimg: float) -> str:
+    """The licence note of a trained model: what it came from, then the base's own note unchanged (an
+    NVIDIA network's licence covers the weights fine-tuned from it)."""
+    trained = f"on dataset {dataset.name} ({dataset.id}) for {kimg:.3f} kimg"
+    if base is None:
+        return f"Trained from scratch {trained}."
+    return (
+        f"Fine-tuned from {base.name} ({base.id}) {trained}; "
+        f"base licence: {base.license_note or 'none recorded'}"
+    )
+
+
 def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from gan.training.loop import TrainOptions, train
+    from gan.training.loop import train
     from worker.celery_app import process_sessions
     from worker.storage import make_storage
 
@@ -353,30 +442,12 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 )
             elif model is not None:
                 resume = _local(storage, model.file_key, stack)
-            cfg = spec.cfg or "auto"
-            options = TrainOptions(
+            options = training_options(
+                spec,
                 data=data,
                 outdir=run_dir,
-                cfg=cfg,
                 resume=resume,
-                kimg=spec.kimg,
-                batch=spec.batch,
-                gamma=spec.gamma,
-                aug=spec.aug,
-                p=spec.p,
-                target=spec.target,
-                mirror=spec.mirror,
                 cond=bool(dataset.num_classes) and (model is None or model.c_dim > 0),
-                freezed=spec.freezed,
-                snap=spec.snap,
-                tick=spec.tick,
-                metrics=tuple(spec.metrics),
-                seed=spec.seed,
-                cbase=spec.cbase,
-                cmax=spec.cmax,
-                # A Celery prefork child is a daemon process and may not start DataLoader workers.
-                workers=0,
-                preview_images=spec.preview_images,
             )
             callback = JobTrainingCallback(
                 ctx, sessions, storage, owner_key, resume_row.kimg if resume_row is not None else None
@@ -391,7 +462,9 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 from gan.errors import GanError
 
                 raise GanError("training ended without exporting a model")
-            model_id = _register_model(ctx, sessions, storage, result.model, owner_key, model, dataset)
+            model_id = _register_model(
+                ctx, sessions, storage, result.model, owner_key, model, dataset, result.kimg
+            )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     with sessions() as session:
@@ -411,13 +484,14 @@ def _register_model(
     owner_key: str | None,
     base: Model | None,
     dataset: Dataset,
+    kimg: float,
 ) -> str:
     """Store G_ema as our generator file and add its Model row (once, even if this step is re-run)."""
     from gan.io.checkpoint import convert_network, inspect_network
     from worker.db.models import Model
 
     source = f"training:{ctx.job_id}"
-    license_note = base.license_note if base is not None else None
+    license_note = provenance_note(base, dataset, kimg)
     with tempfile.TemporaryDirectory(prefix="stylegan-export-") as tmp:
         final = convert_network(
             exported, Path(tmp) / "model.safetensors", license_note=license_note, source=source

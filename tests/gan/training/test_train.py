@@ -39,6 +39,9 @@ class Recorder:
     def on_tick(self, stats: dict[str, Any]) -> None:
         self.ticks.append(stats)
 
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        pass
+
     def on_preview(self, path: Path) -> None:
         self.previews.append(path)
 
@@ -133,10 +136,13 @@ def test_cancel_from_the_callback_leaves_a_final_checkpoint(
 ) -> None:
     rec = Recorder(stop_after_ticks=2)
     result = train(make_options(snap=100), rec)
-    assert result.stopped and result.kimg == pytest.approx(0.020)  # stopped at the third tick
+    # Ticks end at nimg 4 and 12; should_stop is asked after every step, so the run stops after the next
+    # one (nimg 16, half-way through the third tick), not at the third tick's end (20).
+    assert result.stopped and result.kimg == pytest.approx(0.016)
     assert result.checkpoint is not None
     meta = ck.load_checkpoint(result.checkpoint).meta
-    assert meta["counters"]["cur_nimg"] == 20
+    assert meta["counters"]["cur_nimg"] == 16
+    assert rec.ticks[-1]["kimg"] == pytest.approx(0.016)  # the stop ends a tick, with its stats line
     assert rec.checkpoints[-1][0] == result.checkpoint
 
 
