@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.access_log import AccessLogMiddleware
+from api.deps import reject_unknown_query_params
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.middleware import BodySizeLimit
@@ -47,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
         lifespan=lifespan,
+        # Our own pages (api/docs.py), whose assets the app serves: FastAPI's load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        # Every route, whatever router it comes from: an unknown query parameter is a 422, not ignored.
+        dependencies=[Depends(reject_unknown_query_params)],
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -57,5 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(v1_router, prefix="/v1")
-    install_metrics(app)  # last: its latency middleware wraps all the others
+    install_docs(app)
+    install_metrics(app)  # its latency middleware wraps all the others but the access log
+    app.add_middleware(AccessLogMiddleware)  # outermost: the line's latency is the whole request's
     return app

@@ -10,9 +10,11 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api.errors import Unauthorized
+from api.errors import Unauthorized, UnknownQueryParameters
 from worker.settings import Settings
 
 
@@ -59,6 +61,35 @@ def get_owner(request: Request, settings: Annotated[Settings, Depends(get_app_se
     if not matched:
         raise Unauthorized("the API key is not valid")
     return owner_key_for(token)
+
+
+def declared_query_params(route: APIRoute) -> frozenset[str]:
+    """The query names `route` reads (by alias): its own and those of every dependency, however deep,
+    with a pydantic model taken as query parameters counted field by field."""
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        for field in dependant.query_params:
+            model = field.field_info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                names.update(f.alias or name for name, f in model.model_fields.items())
+            else:
+                names.add(field.alias)
+        pending.extend(dependant.dependencies)
+    return frozenset(names)
+
+
+def reject_unknown_query_params(request: Request) -> None:
+    """422 for a query parameter the matched route does not declare, installed once for every route
+    (`create_app`): a misspelt `?trunc=0.5` silently ignored would answer a request nobody sent."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = declared_query_params(route)
+    unknown = {name: value for name, value in request.query_params.items() if name not in declared}
+    if unknown:
+        raise UnknownQueryParameters(unknown, sorted(declared))
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

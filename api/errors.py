@@ -84,6 +84,30 @@ class InvalidRequest(ApiError):
     status, title, slug = 422, "Invalid request", "invalid-request"
 
 
+class UnknownQueryParameters(InvalidRequest):
+    """The query string names parameters the route does not declare (`?trunc=0.5` for `?psi=0.5`).
+
+    Ignoring them would answer a different request than the one sent, as JSON bodies already refuse
+    unknown fields; `errors` lists each one as validation errors do.
+    """
+
+    slug = "unknown-query-parameter"
+
+    def __init__(self, unknown: Mapping[str, str], accepted: Sequence[str]) -> None:
+        allowed = ", ".join(sorted(accepted)) if accepted else "none"
+        sentences = [
+            f"query {name}: unknown parameter (got {_short(value)})" for name, value in unknown.items()
+        ]
+        super().__init__(f"{'; '.join(sentences)}; this route accepts query parameters: {allowed}")
+        self.errors = [
+            {"field": f"query {name}", "message": "unknown parameter", "value": value}
+            for name, value in unknown.items()
+        ]
+
+    def to_response(self) -> ProblemResponse:
+        return problem(self.status, self.title, self.detail, slug=self.slug, errors=self.errors)
+
+
 class IdempotencyKeyReused(ApiError):
     status, title, slug = 422, "Idempotency key reused", "idempotency-key-reused"
 

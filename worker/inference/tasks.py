@@ -9,13 +9,20 @@ rather than as a task failure, so the API can answer 422 naming the field.
 They are not acks_late: if the worker dies mid-request, the API has already answered 503 by the time
 a redelivery could run, so a redelivered request would be work nobody waits for. Messages carry an
 expiry for the same reason: a request still queued when the API gave up is dropped unread.
+
+Their result is an encoded image (base64, tens of kilobytes). Celery logs every success as "Task ...
+succeeded in ...s: <repr of the result>" (`celery.app.trace.LOG_SUCCESS`), which would write each
+image into the worker's log; `OmitResult` keeps that line but drops the result from it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from celery.app.trace import LOG_SUCCESS
 
 from worker.settings import Settings
 
@@ -30,6 +37,45 @@ log = logging.getLogger(__name__)
 RENDER_TASK = "stylegan.render"
 # Results are read within sample_timeout_seconds or never; an hour bounds what an abandoned one costs.
 RESULT_EXPIRES_S = 3600
+
+
+# The logger Celery writes task outcomes to (`celery.app.trace`).
+TRACE_LOGGER = "celery.app.trace"
+LOG_SUCCESS_WITHOUT_RESULT = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+
+class OmitResult(logging.Filter):
+    """Drops the return value from Celery's success line for `task_names` (their results are images).
+
+    A filter on the trace logger rather than a task option: `resultrepr_maxsize` only shortens the
+    repr, so a kilobyte of base64 would still reach the log on every request.
+    """
+
+    def __init__(self, task_names: frozenset[str]) -> None:
+        super().__init__()
+        self.task_names = task_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = record.args
+        if (
+            record.msg == LOG_SUCCESS
+            and isinstance(context, Mapping)
+            and context.get("name") in self.task_names
+        ):
+            kept = {key: value for key, value in context.items() if key != "return_value"}
+            record.msg = LOG_SUCCESS_WITHOUT_RESULT
+            record.args = kept
+            # Celery also passes the context as `extra={"data": ...}` for structured handlers.
+            if isinstance(getattr(record, "data", None), Mapping):
+                record.data = kept
+        return True
+
+
+def omit_render_results_from_logs() -> None:
+    """Install OmitResult for RENDER_TASK once per process (make_celery runs for each app built)."""
+    trace_logger = logging.getLogger(TRACE_LOGGER)
+    if not any(isinstance(f, OmitResult) for f in trace_logger.filters):
+        trace_logger.addFilter(OmitResult(frozenset({RENDER_TASK})))
 
 
 class NoResultBackend(RuntimeError):
@@ -81,9 +127,16 @@ def register_inference_tasks(app: Celery, settings: Settings) -> None:
     except NoResultBackend as exc:
         log.warning("%s; synchronous sampling is off", exc)
         return
+    omit_render_results_from_logs()
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=RENDER_TASK, acks_late=False, ignore_result=False, backend=backend, typing=False
+        name=RENDER_TASK,
+        acks_late=False,
+        ignore_result=False,
+        backend=backend,
+        typing=False,
+        # Task events (`task-succeeded`, for Flower) carry the result's repr too: keep it to a stub.
+        resultrepr_maxsize=0,
     )
     def render_task(request: dict[str, Any]) -> dict[str, Any]:
         return run_render(settings, request)
