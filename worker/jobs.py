@@ -418,13 +418,17 @@ def mark_canceled(session: Session, job_id: str, worker_id: str) -> Job:
 
 
 def fail_queued(session: Session, job_id: str, error: str) -> Job:
-    """queued -> failed, for a submitter that could not hand the job to the broker."""
+    """queued -> failed, for a submitter that could not hand the job to the broker.
+
+    The job's Idempotency-Key is released in the same UPDATE: the client was told to retry (503), and
+    a retry with the same key and body must queue a fresh job, not replay this one, which never ran.
+    """
     if not _move(
         session,
         job_id,
         JobState.FAILED,
         only_from=[JobState.QUEUED],
-        values={"error": error, "finished_at": utcnow()},
+        values={"error": error, "finished_at": utcnow(), "idempotency_key": None, "request_hash": None},
     ):
         job = get_job(session, job_id)
         raise IllegalTransition(job_id, job.state, JobState.FAILED)

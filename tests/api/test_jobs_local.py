@@ -3,6 +3,9 @@ failures, and a broker that is down at submit time."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
 
 from worker import jobs
@@ -76,3 +79,34 @@ def test_submit_with_the_broker_down_is_503_and_the_job_is_failed(client: TestCl
     (job,) = listing["items"]
     assert job["state"] == "failed" and "broker" in job["error"]
     assert job["id"] in response.json()["detail"]
+
+
+def test_a_key_whose_first_attempt_hit_a_dead_broker_can_be_retried(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = {"kind": "probe", "params": {"seconds": 0}}
+    headers = {"Idempotency-Key": "retry-me"}
+    first = client.post("/v1/jobs", json=request, headers=headers)
+    assert first.status_code == 503
+    (failed,) = client.get("/v1/jobs").json()["items"]
+    assert failed["state"] == "failed" and failed["id"] in first.json()["detail"]
+
+    # The broker is back: the same key and body now queue a fresh job (and hand it to the broker).
+    sent: list[list[Any]] = []
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    monkeypatch.setattr(celery, "send_task", lambda name, args, **options: sent.append(args))
+    retry = client.post("/v1/jobs", json=request, headers=headers)
+    assert retry.status_code == 201, retry.text
+    job = retry.json()
+    assert job["id"] != failed["id"] and job["state"] == "queued"
+    assert sent == [[job["id"]]]
+
+    # From now on the key names the new job: replayed as before, refused with another body.
+    replay = client.post("/v1/jobs", json=request, headers=headers)
+    assert replay.status_code == 200 and replay.json()["id"] == job["id"]
+    assert sent == [[job["id"]]], "a replay enqueues nothing"
+    other = client.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 1}}, headers=headers)
+    assert other.status_code == 422 and job["id"] in other.json()["detail"]
+    # The failed attempt stays visible with its reason.
+    states = {item["id"]: item["state"] for item in client.get("/v1/jobs").json()["items"]}
+    assert states == {failed["id"]: "failed", job["id"]: "queued"}
