@@ -108,6 +108,18 @@ class UnknownQueryParameters(InvalidRequest):
         return problem(self.status, self.title, self.detail, slug=self.slug, errors=self.errors)
 
 
+class NotAZipArchive(InvalidRequest):
+    """An upload named `.zip` (or starting like one) that is not a readable zip archive."""
+
+    slug = "not-a-zip-archive"
+
+    def __init__(self, field: str, filename: str) -> None:
+        super().__init__(
+            f"{field}: {filename!r} is not a zip archive (no readable zip directory; truncated, or another "
+            "format renamed); upload a real .zip, or the images themselves"
+        )
+
+
 class IdempotencyKeyReused(ApiError):
     status, title, slug = 422, "Idempotency key reused", "idempotency-key-reused"
 

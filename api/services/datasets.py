@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, InvalidRequest, NotFound, ProblemResponse, problem
+from api.errors import Conflict, InvalidRequest, NotAZipArchive, NotFound, ProblemResponse, problem
 from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
@@ -78,8 +78,16 @@ def check_resolution(resolution: int | None, settings: Settings) -> None:
         )
 
 
+def _named_zip(name: str) -> bool:
+    return Path(name or "").suffix.lower() == ".zip"
+
+
 def _stage(files: list[tuple[str, BinaryIO]], folder: Path) -> Path:
-    """One zip in `folder`: the uploaded zip itself, or the uploaded files packed into one."""
+    """One zip in `folder`: the uploaded zip itself, or the uploaded files packed into one.
+
+    A file named `.zip`, or starting with a zip's signature, must be a readable zip: packed as an image
+    it would only come back as "no usable images: not an image", which hides what went wrong.
+    """
     source = folder / "source.zip"
     if len(files) == 1:
         name, stream = files[0]
@@ -87,11 +95,21 @@ def _stage(files: list[tuple[str, BinaryIO]], folder: Path) -> Path:
         with raw.open("wb") as out:
             while chunk := stream.read(1024 * 1024):
                 out.write(chunk)
-        if is_zip(raw):
+        if is_zip(raw) or _named_zip(name):
+            if not zipfile.is_zipfile(raw):
+                raise NotAZipArchive("form field file", Path(name or "upload").name)
             raw.rename(source)
             return source
         with raw.open("rb") as single:
             return pack_images([(name, single)], source)
+    for name, _stream in files:
+        if _named_zip(name):
+            # Zips are not unpacked inside a multi-file upload; a zip among images would be judged as
+            # one more (unreadable) image.
+            raise InvalidRequest(
+                f"form field file: {Path(name).name!r} is a .zip among {len(files)} files; upload a zip "
+                "on its own, or the images themselves"
+            )
     return pack_images(list(files), source)
 
 

@@ -203,3 +203,32 @@ def test_large_upload_becomes_a_job_and_a_dead_broker_is_503(
     assert "broker" in response.json()["detail"]
     failed = client.get("/v1/jobs", params={"kind": "dataset_prepare"}).json()["items"]
     assert len(failed) == 1 and failed[0]["state"] == "failed"
+
+
+def test_a_dotzip_that_is_not_a_zip_says_so(client: TestClient) -> None:
+    real = io.BytesIO()
+    with zipfile.ZipFile(real, "w") as zf:
+        zf.writestr("a.png", png())
+    for name, content in (
+        ("faces.zip", b"this is a text file, renamed\n"),
+        ("FACES.ZIP", png()),  # an image renamed: still not a zip
+        ("cut.zip", real.getvalue()[:-30]),  # truncated: the zip directory is gone
+        ("upload.bin", real.getvalue()[:-30]),  # starts like a zip, whatever its name
+    ):
+        response = client.post("/v1/datasets", files={"file": (name, content, "application/zip")})
+        assert response.status_code == 422, (name, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["type"] == "/problems/not-a-zip-archive"
+        assert f"form field file: {name!r} is not a zip archive" in problem["detail"]
+    mixed = client.post(
+        "/v1/datasets",
+        files=[
+            ("file", ("a.png", png(), "image/png")),
+            ("file", ("more.zip", real.getvalue(), "application/zip")),
+        ],
+    )
+    assert mixed.status_code == 422 and "'more.zip' is a .zip among 2 files" in mixed.json()["detail"]
+    assert client.get("/v1/datasets").json()["total"] == 0
+    ok = client.post("/v1/datasets", files={"file": ("faces.zip", real.getvalue(), "application/zip")})
+    assert ok.status_code == 201, ok.text
