@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from gan.errors import FormatError, GanError
+from gan.metrics.detector import DOWNLOAD_TIMEOUT_S, load_detector
 
 # The file the official stylegan2-ada-pytorch projector.py downloads (a plain TorchScript archive).
 # NVIDIA publishes no checksum for it; pass `sha256=` to pin the copy you trust. The pickled copy at
@@ -100,11 +101,15 @@ def load_vgg16_lpips(
     cache_dir: Path | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
 ) -> VGG16LPIPS:
-    """NVIDIA's VGG16 (`vgg16.pt`, or `vgg16.pkl` read without unpickling) from a path or a cached URL."""
-    from gan.metrics.detector import load_detector
+    """NVIDIA's VGG16 (`vgg16.pt`, or `vgg16.pkl` read without unpickling) from a path or a cached URL.
 
-    detector = load_detector(path_or_url, sha256=sha256, cache_dir=cache_dir, progress=progress)
+    A URL that cannot be fetched raises `gan.metrics.detector.DownloadError`; `timeout_s` bounds each
+    network wait (see `fetch`)."""
+    detector = load_detector(
+        path_or_url, sha256=sha256, cache_dir=cache_dir, progress=progress, timeout_s=timeout_s
+    )
     lpips = VGG16LPIPS(detector.module, detector.name, detector.sha256)
     return lpips.to(device)
 

@@ -39,6 +39,8 @@ VGG16_URL = (
 )
 
 MAX_DETECTOR_BYTES = 2 * 2**30  # the Inception file is ~95 MB, VGG16 ~530 MB
+# Seconds any one network wait may take (connect, or one read) before a download is given up.
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class DownloadError(GanError):
@@ -82,8 +84,18 @@ def _is_url(text: str) -> bool:
     return re.match(r"^[a-z][a-z0-9+.-]*://", text) is not None
 
 
-def fetch(url: str, sha256: str | None = None, cache_dir: Path | None = None, progress: bool = True) -> Path:
-    """The cached copy of `url`, downloading it first if needed; a cache entry failing `sha256` is replaced."""
+def fetch(
+    url: str,
+    sha256: str | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """The cached copy of `url`, downloading it first if needed; a cache entry failing `sha256` is replaced.
+
+    `timeout_s` bounds each network wait (connecting, then every read), not the whole download: a
+    caller that must fail fast offline passes a few seconds without cutting a slow, steady transfer.
+    """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "detector"
     target = cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}_{name}"
@@ -96,7 +108,7 @@ def fetch(url: str, sha256: str | None = None, cache_dir: Path | None = None, pr
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             bar = None
             if progress:
@@ -184,10 +196,15 @@ def load_detector(
     cache_dir: Path | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
 ) -> FeatureDetector:
     """Load a detector from a local file or a URL (cached). `sha256` pins the file's bytes."""
     text = str(path_or_url)
-    path = fetch(text, sha256=sha256, cache_dir=cache_dir, progress=progress) if _is_url(text) else Path(text)
+    path = (
+        fetch(text, sha256=sha256, cache_dir=cache_dir, progress=progress, timeout_s=timeout_s)
+        if _is_url(text)
+        else Path(text)
+    )
     size = path.stat().st_size
     if size > MAX_DETECTOR_BYTES:
         raise FormatError(f"{path} is larger than {MAX_DETECTOR_BYTES} bytes")

@@ -68,20 +68,49 @@ class ProjectionParams(BaseModel):
 
 
 def perceptual_distance(settings: Settings) -> PerceptualDistance:
-    """The distance the settings name; VGG16 is loaded once per process and source."""
+    """The distance the settings name; VGG16 is loaded once per process and source.
+
+    A VGG16 file that cannot be had (no STYLEGAN_VGG16_PATH, the URL unreachable: an offline machine)
+    fails the job within about VGG16_DOWNLOAD_TIMEOUT_S, with the two settings that fix it named.
+    """
+    from gan.errors import GanError
+    from gan.metrics.detector import DownloadError
+
     if settings.projection_distance == "simple":
         from gan.perceptual import SimpleFeatureDistance
 
         return SimpleFeatureDistance()
-    source = str(settings.vgg16_path) if settings.vgg16_path is not None else settings.vgg16_url
-    return _vgg16(source, settings.vgg16_sha256, str(settings.data_dir / "cache" / "detectors"))
+    fix = (
+        "set STYLEGAN_VGG16_PATH to a local copy of NVIDIA's vgg16.pt, or STYLEGAN_PROJECTION_DISTANCE=simple "
+        "for the stand-in distance (no download; blurrier projections)"
+    )
+    if settings.vgg16_path is not None:
+        if not settings.vgg16_path.is_file():
+            raise GanError(f"STYLEGAN_VGG16_PATH={settings.vgg16_path} is not a file on this worker; {fix}")
+        source = str(settings.vgg16_path)
+    else:
+        source = settings.vgg16_url
+    try:
+        return _vgg16(source, settings.vgg16_sha256, str(settings.data_dir / "cache" / "detectors"))
+    except DownloadError as exc:
+        raise GanError(
+            f"projection needs the VGG16 LPIPS file (STYLEGAN_PROJECTION_DISTANCE=vgg16) and it could not "
+            f"be downloaded: {exc}; {fix}"
+        ) from exc
+
+
+# Seconds any one network wait for the VGG16 download may take (connect, or one read): enough for a
+# slow link, short enough that an offline worker fails the job at once rather than after minutes.
+VGG16_DOWNLOAD_TIMEOUT_S = 10.0
 
 
 @functools.lru_cache(maxsize=2)
 def _vgg16(source: str, sha256: str | None, cache_dir: str) -> PerceptualDistance:
     from gan.perceptual import load_vgg16_lpips
 
-    return load_vgg16_lpips(source, sha256=sha256, cache_dir=Path(cache_dir), progress=False)
+    return load_vgg16_lpips(
+        source, sha256=sha256, cache_dir=Path(cache_dir), progress=False, timeout_s=VGG16_DOWNLOAD_TIMEOUT_S
+    )
 
 
 def _read_local(storage: Storage, key: str, stack: tempfile.TemporaryDirectory[str]) -> Path:
@@ -123,6 +152,8 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if not storage.exists(p.image_key):
         raise GanError("the uploaded target image is no longer in storage; upload it again")
 
+    # First: a VGG16 file that cannot be had fails the job before any model is loaded.
+    perceptual = perceptual_distance(settings)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scratch = tempfile.TemporaryDirectory(prefix="projection-")
     try:
@@ -134,7 +165,6 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if (p.class_idx is None) != (G.c_dim == 0):
         raise GanError(f"this model has {G.c_dim} classes: class_idx must be given exactly when c_dim > 0")
     target = prepare_target(image, G.img_resolution)  # uint8 [R, R, 3]
-    perceptual = perceptual_distance(settings)
 
     # Work units: the optimisation steps, then (with a video) one rendered frame per step.
     units = p.steps * (2 if p.save_video else 1)
