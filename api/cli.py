@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from worker.settings import Settings
+    from worker.supervisor import Child
 
 QUEUES = ("inference", "training")
 # Celery's warm shutdown lets the running task finish; a probe or an inference batch ends well within
@@ -161,23 +161,35 @@ def _worker(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from worker.db.migrate import upgrade_head
     from worker.embedded import EmbeddedBroker, EmbeddedBrokerError
+    from worker.supervisor import DataDirBusy, DataDirLock, Supervisor
 
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         # The worker child reads its settings from the same environment.
         os.environ["STYLEGAN_DATA_DIR"] = str(args.data_dir)
     settings = _load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     stopper = _Stopper()
     with _handling_signals(stopper), contextlib.ExitStack() as stack:
+        # One `serve` per data directory: a second one would start a second broker and second workers.
+        lock = DataDirLock(settings.data_dir)
+        try:
+            lock.acquire()
+        except DataDirBusy as exc:
+            sys.stderr.write(f"stylegan serve: error: {exc}\n")
+            return 2
+        stack.callback(lock.release)
         upgrade_head(settings.effective_database_url)
         _register_demo_model(settings)
         if settings.broker_url is None:
             # The worker child finds this broker through the same data directory (its state file), so
             # the URL, which carries the broker's password, never goes into the environment.
             broker = EmbeddedBroker(settings.data_dir)
+            if broker.shutdown_leftover():
+                sys.stderr.write("stylegan serve: stopped an embedded broker left by an earlier serve\n")
             try:
-                broker.start()
+                broker.start(die_with_us=True)
             except EmbeddedBrokerError as exc:
                 sys.stderr.write(f"stylegan serve: error: {exc}\n")
                 return 1
@@ -186,9 +198,16 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.no_worker:
             # Two workers, so that sampling never waits behind training: the inference queue in a
             # threads pool (its requests batch in one process, see worker/runner.pool_for) and the
-            # training queue in one prefork child. Both are stopped together on the way out.
-            workers = [_spawn_worker(queues=("inference",)), _spawn_worker(queues=("training",))]
-            stack.callback(_stop_workers, workers, args.shutdown_grace)
+            # training queue in one prefork child. Both are restarted when they exit and stopped
+            # together on the way out; they exit by themselves if this process is killed.
+            supervisor = Supervisor(
+                [_worker_child("inference"), _worker_child("training")],
+                on_give_up=stopper.give_up,
+                out=sys.stderr,
+            )
+            supervisor.start()
+            supervisor.wait_started()
+            stack.callback(supervisor.stop, args.shutdown_grace)
 
         from api.app import create_app
 
@@ -198,7 +217,7 @@ def _serve(args: argparse.Namespace) -> int:
             server.run()
             if not server.started:
                 return 1  # bind failure (port in use) and the like: uvicorn already said why
-    return 0
+    return 1 if stopper.failure else 0
 
 
 def _register_demo_model(settings: Settings) -> None:
@@ -227,47 +246,11 @@ def _register_demo_model(settings: Settings) -> None:
         engine.dispose()
 
 
-def _spawn_worker(queues: Sequence[str]) -> subprocess.Popen[bytes]:
-    # Its own session: a terminal's Ctrl-C goes to `serve` only, which then stops the worker in order
-    # (warm shutdown, then kill after the grace period) instead of both racing to exit.
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--queues", ",".join(queues)],
-        env=dict(os.environ),
-        start_new_session=True,
-    )
+def _worker_child(queue: str) -> Child:
+    from worker.supervisor import Child
 
-
-def _stop_workers(processes: Sequence[subprocess.Popen[bytes]], grace_seconds: float) -> None:
-    """Warm shutdown for all at once, so the grace period is shared rather than served in turn."""
-    import time
-
-    running = [process for process in processes if process.poll() is None]
-    for process in running:
-        process.send_signal(signal.SIGTERM)  # Celery: warm shutdown
-    deadline = time.monotonic() + grace_seconds
-    for process in running:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            sys.stderr.write(f"stylegan serve: worker still busy after {grace_seconds:.0f}s, killing it\n")
-            # The whole group: the pool's child processes too. Its job is re-run once the lease expires.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _stop_worker(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)  # Celery: warm shutdown
-    try:
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        sys.stderr.write(f"stylegan serve: worker still busy after {grace_seconds:.0f}s, killing it\n")
-        # The whole group: the pool's child processes too. Its job is re-run once the lease expires.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    argv = [sys.executable, "-m", "worker", "--queues", queue, "--parent-pid", str(os.getpid())]
+    return Child(name=queue, argv=argv, env=dict(os.environ))
 
 
 def _make_server(app: object, host: str, port: int) -> uvicorn.Server:
@@ -282,7 +265,11 @@ def _make_server(app: object, host: str, port: int) -> uvicorn.Server:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    return QuietServer(uvicorn.Config(app, host=host, port=port))  # type: ignore[arg-type]
+    from api.access_log import uvicorn_log_config
+
+    # The app writes one access line per request with its route template (api/access_log.py).
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=uvicorn_log_config())  # type: ignore[arg-type]
+    return QuietServer(config)
 
 
 class _Stopper:
@@ -292,7 +279,13 @@ class _Stopper:
 
     def __init__(self) -> None:
         self.requested = False
+        self.failure: str | None = None
         self.server: uvicorn.Server | None = None
+
+    def give_up(self, reason: str) -> None:
+        """A part of the service cannot run (a worker that keeps dying at start): stop, exit non-zero."""
+        self.failure = reason
+        self(signal.SIGTERM, None)
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         server = self.server

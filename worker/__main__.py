@@ -8,6 +8,7 @@ import sys
 
 from worker.runner import WorkerSetupError, run_worker
 from worker.settings import get_settings
+from worker.supervisor import exit_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,15 @@ def main(argv: list[str] | None = None) -> int:
         "sampling requests batch, STYLEGAN_INFERENCE_CONCURRENCY or max_batch + 2)",
     )
     parser.add_argument("--hostname", default=None, help="Celery node name (unique per broker)")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit, with the pool's children, as soon as this process is gone (`stylegan serve` sets it)",
+    )
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        exit_with_parent(args.parent_pid)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     try:
         run_worker(get_settings(), queues, concurrency=args.concurrency, hostname=args.hostname)

@@ -12,6 +12,7 @@ so a restart comes back at the same URL and a worker started earlier reconnects 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from worker.supervisor import die_with_parent
 
 BROKER_SUBDIR = "broker"
 STATE_FILE = "broker.json"
@@ -116,7 +119,9 @@ class EmbeddedBroker:
         self.process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
 
-    def start(self) -> str:
+    def start(self, *, die_with_us: bool = False) -> str:
+        """Start (or reuse) the server; with `die_with_us` it is started so that it gets SIGTERM (and
+        writes its append-only file) when this process ends, however that happens (`stylegan serve`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         state = _read_state(self.data_dir)
@@ -137,6 +142,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             cwd=self.dir,
             start_new_session=True,  # Ctrl-C in the terminal reaches the service, which stops us in order
+            preexec_fn=die_with_parent(signal.SIGTERM) if die_with_us else None,
         )
         log.close()
         self.url = _url(state)
@@ -151,6 +157,21 @@ class EmbeddedBroker:
         raise EmbeddedBrokerError(
             f"embedded redis-server did not answer in {START_TIMEOUT_S} s:\n{self._log_tail()}"
         )
+
+    def shutdown_leftover(self) -> bool:
+        """Shut down a server still running for this data directory (left by a `serve` that was killed
+        a moment ago); True if there was one. Only the data directory's owner may call this."""
+        state = _read_state(self.data_dir)
+        if state is None or not _ping(_url(state)):
+            return False
+        client = redis.Redis.from_url(_url(state), socket_timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown()  # Redis writes its append-only file and exits; the connection drops
+        client.close()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _ping(_url(state), timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         """Stop the server if this object started it (SIGTERM: Redis fsyncs the append-only file)."""

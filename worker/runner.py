@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from celery.signals import worker_ready, worker_shutdown
 
+from gan.errors import GanError
 from worker.celery_app import Reconciler, make_celery
 from worker.db.migrate import current_revision, head_revision
 from worker.inference.engine import resolve_inference_device, shared_cache
@@ -44,7 +45,10 @@ def worker_info(
     """What this worker reports in its presence row. Only a threads pool holds its models in this
     process (the inference worker's cache); prefork children load theirs out of the parent's sight."""
     if "inference" in queues:
-        device = resolve_inference_device(settings.inference_device)
+        try:
+            device = resolve_inference_device(settings.inference_device)
+        except GanError as exc:
+            raise WorkerSetupError(f"STYLEGAN_INFERENCE_DEVICE={settings.inference_device}: {exc}") from None
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = shared_cache(settings).keys if pool == "threads" else list

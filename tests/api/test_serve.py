@@ -28,7 +28,7 @@ STOP_TIMEOUT_S = 45.0
 
 
 class Serve:
-    def __init__(self, data_dir: Path, log: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
@@ -36,7 +36,7 @@ class Serve:
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(STYLEGAN), "serve", "--port", str(self.port), "--data-dir", str(data_dir), *extra],
-                env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
                 cwd=data_dir.parent,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -44,13 +44,19 @@ class Serve:
             )
         self.http = httpx.Client(base_url=self.base, timeout=10)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, workers: bool = True) -> None:
+        """Until /readyz is 200; with `workers=False` (serve --no-worker), until only the workers check
+        fails, since nothing here starts one."""
+
         def ready() -> bool:
             assert self.process.poll() is None, f"serve exited early:\n{self.log.read_text()[-4000:]}"
             try:
-                return self.http.get("/readyz").status_code == 200
+                response = self.http.get("/readyz")
             except httpx.TransportError:
                 return False
+            if workers:
+                return response.status_code == 200
+            return response.status_code == 503 and response.json()["failed"] == ["workers"]
 
         wait_for(ready, READY_TIMEOUT_S, "/readyz to answer 200", interval=0.2)
 
@@ -153,7 +159,7 @@ def test_ctrl_c_lets_the_running_job_finish(data_dir: Path, serve_log: Path) -> 
 def test_queued_job_survives_a_restart_of_serve(data_dir: Path, serve_log: Path) -> None:
     # First run: API and broker only, so the job can only wait in the embedded broker's queue.
     first = Serve(data_dir, serve_log, "--no-worker")
-    first.wait_ready()
+    first.wait_ready(workers=False)
     job_id = first.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.1}}).json()["id"]
     time.sleep(0.5)
     assert first.job(job_id)["state"] == "queued"
@@ -190,3 +196,112 @@ def test_a_busy_worker_is_killed_after_the_grace_period(data_dir: Path, serve_lo
     # The job was not finished by anyone: it stays running until its lease expires and it is re-run.
     assert job_row(data_dir, job_id)["state"] == "running"
     assert "killing it" in serve_log.read_text()
+
+
+def live_workers(serve: Serve) -> dict[str, int]:
+    """queue -> pid of the live worker serving it, from GET /v1/workers."""
+    items = serve.http.get("/v1/workers").json()["items"]
+    return {queue: item["pid"] for item in items for queue in item["queues"]}
+
+
+def demo_face(serve: Serve) -> httpx.Response:
+    (demo,) = [m for m in serve.http.get("/v1/models").json()["items"] if m["demo"]]
+    return serve.http.get(f"/v1/models/{demo['id']}/images/42.png")
+
+
+# Heartbeats of 1 s, so that a dead worker leaves /v1/workers within 2.5 s instead of 25 s.
+FAST_BEATS = {"STYLEGAN_HEARTBEAT_SECONDS": "1", "STYLEGAN_JOB_LEASE_SECONDS": "4"}
+
+
+def test_a_killed_worker_is_reported_and_restarted(data_dir: Path, serve_log: Path) -> None:
+    serve = Serve(data_dir, serve_log, env=FAST_BEATS)
+    try:
+        serve.wait_ready()
+        workers = live_workers(serve)
+        assert set(workers) == {"inference", "training"} and workers["inference"] != workers["training"]
+        listed = serve.http.get("/v1/workers").json()["items"]
+        assert {item["device"] for item in listed} == {"cpu"}
+        first = demo_face(serve)
+        assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+
+        def loaded() -> list[str]:
+            items = serve.http.get("/v1/workers").json()["items"]
+            return [m for item in items if "inference" in item["queues"] for m in item["loaded_models"]]
+
+        # The next heartbeat reports the model the face loaded.
+        assert len(wait_for(loaded, 10, "the demo model to show as loaded")) == 1
+
+        old = workers["inference"]
+        os.killpg(old, signal.SIGKILL)  # as the OOM killer would
+        started = time.monotonic()
+        new = wait_for(
+            lambda: (pid := live_workers(serve).get("inference")) not in (None, old) and pid,
+            60,
+            "a new inference worker",
+        )
+        print(f"inference worker back {time.monotonic() - started:.1f} s after SIGKILL (pid {old} -> {new})")
+        assert not alive(old)
+        assert "the inference worker exited with code -9" in serve_log.read_text()
+        again = demo_face(serve)
+        assert again.status_code == 200 and again.content == first.content
+    finally:
+        assert serve.stop(signal.SIGTERM) == 0
+
+
+def test_sigkill_of_serve_takes_workers_and_broker_along_and_a_restart_runs_one_set(
+    data_dir: Path, serve_log: Path
+) -> None:
+    serve = Serve(data_dir, serve_log)
+    serve.wait_ready()
+    spawned = descendants(serve.process.pid)
+    broker_pid = int((data_dir / "broker" / "redis.pid").read_text())
+    assert broker_pid in spawned and set(live_workers(serve).values()) <= set(spawned)
+
+    serve.process.kill()  # SIGKILL: nothing runs in serve to stop its children
+    serve.process.wait()
+    started = time.monotonic()
+    wait_for(lambda: not [pid for pid in spawned if alive(pid)], 15, f"processes {spawned} to be gone")
+    print(f"serve's {len(spawned)} processes gone {time.monotonic() - started:.1f} s after its SIGKILL")
+
+    second = Serve(data_dir, serve_log)
+    try:
+        second.wait_ready()
+        now = descendants(second.process.pid)
+        assert len(now) == len(spawned) and not set(now) & set(spawned)
+        assert demo_face(second).status_code == 200
+    finally:
+        assert second.stop(signal.SIGTERM) == 0
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused(
+    data_dir: Path, serve_log: Path, tmp_path: Path
+) -> None:
+    first = Serve(data_dir, serve_log, "--no-worker")
+    try:
+        first.wait_ready(workers=False)
+        second_log = tmp_path / "second.log"
+        second = Serve(data_dir, second_log, "--no-worker")
+        assert second.process.wait(60) == 2
+        (line,) = second_log.read_text().strip().splitlines()
+        assert line.startswith("stylegan serve: error: another `stylegan serve` (pid ")
+        assert str(first.process.pid) in line
+        assert first.process.poll() is None and first.http.get("/healthz").status_code == 200
+    finally:
+        assert first.stop(signal.SIGTERM) == 0
+
+
+def test_a_worker_that_cannot_start_makes_serve_exit_non_zero_with_its_last_line(
+    data_dir: Path, serve_log: Path
+) -> None:
+    # A CPU machine asked for CUDA: the inference worker refuses at every start.
+    serve = Serve(data_dir, serve_log, env={"STYLEGAN_INFERENCE_DEVICE": "cuda"})
+    code = serve.process.wait(180)
+    log = serve_log.read_text()
+    assert code == 1, log[-4000:]
+    assert log.count("the inference worker exited with code 2") >= 4
+    last = log.strip().splitlines()
+    assert any(
+        "the inference worker exited 5 times in a row" in line and "CUDA is not available" in line
+        for line in last
+    ), log[-4000:]
+    assert "Traceback" not in log
