@@ -24,5 +24,6 @@ common=(
 [[ -n "${PIP_FIND_LINKS:-}" ]] && common+=(--find-links "$PIP_FIND_LINKS")
 
 uv pip compile pyproject.toml "${common[@]}" -o requirements/runtime.lock
-uv pip compile pyproject.toml --extra test "${common[@]}" -o requirements/test.lock
+# The test lock keeps the runtime lock's versions, so the tests run what a user's service gets.
+uv pip compile pyproject.toml --extra test "${common[@]}" --constraint requirements/runtime.lock -o requirements/test.lock
 echo "locked: $(grep -c '==' requirements/runtime.lock) runtime, $(grep -c '==' requirements/test.lock) test packages"

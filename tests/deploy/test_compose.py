@@ -136,3 +136,19 @@ def test_compose_builds_the_dockerfiles_in_docker(config: dict[str, Any]) -> Non
     for name in ("api", *WORKERS):
         build = config["services"][name]["build"]
         assert (Path(build["context"]) / build["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_install_from_the_runtime_lock(dockerfile: Path) -> None:
+    """The images get the versions the tests ran with: the hash-checked lock, the project without
+    resolving anything more, and a consistency check."""
+    text = dockerfile.read_text()
+    assert "pip install --require-hashes -r requirements/runtime.lock" in text
+    assert "pip install --no-deps -e ." in text and "pip check" in text
+
+
+def test_api_healthcheck_does_not_wait_for_the_workers_that_wait_for_it(config: dict[str, Any]) -> None:
+    """Workers start once the api is healthy; /readyz needs live workers, so the api's check must not
+    be /readyz or neither side would ever start."""
+    assert "/healthz" in " ".join(config["services"]["api"]["healthcheck"]["test"])
+    assert {"api"} <= set(config["services"]["inference"]["depends_on"])

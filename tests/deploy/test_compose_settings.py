@@ -7,11 +7,13 @@ replaced: the hosts in the URLs, the data volume (a temporary directory) and the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,19 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         print(running.logs())
 
 
+def wait_healthy(http: httpx.Client, service: dict[str, Any], alive: Any, timeout: float = 90.0) -> None:
+    """Until the URL that the service's compose healthcheck fetches answers 200."""
+    (path,) = re.findall(r"http://127\.0\.0\.1:8000(/[a-z]+)", " ".join(service["healthcheck"]["test"]))
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        with contextlib.suppress(httpx.TransportError):
+            if http.get(path).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"{path} did not answer 200"
+        time.sleep(0.2)
+
+
 def test_compose_services_walk_the_journey_on_postgres_and_redis(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, processes: Processes
 ) -> None:
@@ -141,9 +156,11 @@ def test_compose_services_walk_the_journey_on_postgres_and_redis(
     processes.start("api", local_command(services["api"]["command"], port), env(services["api"]))
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0)
     try:
-        wait_ready(http, processes.alive)
+        wait_healthy(http, services["api"], processes.alive)
         for name in ("inference", "worker"):
             processes.start(name, local_command(services[name]["command"], port), env(services[name]))
+        # Ready once each queue has a live worker.
+        wait_ready(http, processes.alive)
         walk_journey(http)
     finally:
         http.close()
