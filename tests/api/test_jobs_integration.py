@@ -60,7 +60,7 @@ def finished(job: dict[str, Any]) -> bool:
 def test_probe_runs_on_a_real_worker_over_redis(
     http: TestClient, service_settings: dict[str, Any], worker_processes: WorkerProcesses
 ) -> None:
-    assert http.get("/readyz").status_code == 200
+    assert http.get("/readyz").json()["failed"] == ["workers"], "database, broker and storage are up"
     worker = worker_processes.spawn(settings_env(**service_settings), queues="inference")
 
     response = http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.5}})
@@ -167,3 +167,31 @@ def test_auth_end_to_end(
     assert wait_for_job(http, job["id"], finished, headers=a)["state"] == "succeeded"
     assert http.get(f"/v1/jobs/{job['id']}", headers=b).status_code == 404
     assert http.get("/v1/jobs", headers=b).json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+
+
+def test_a_killed_worker_shows_in_readyz_within_30_s_at_the_default_heartbeat(
+    http: TestClient, service_settings: dict[str, Any], worker_processes: WorkerProcesses
+) -> None:
+    defaults = {
+        k: v for k, v in service_settings.items() if k not in {"job_lease_seconds", "heartbeat_seconds"}
+    }
+    app = http.app
+    env = settings_env(**defaults)
+    inference = worker_processes.spawn(env, queues="inference")
+    worker_processes.spawn(env, queues="training")
+    # The app under test beats fast (0.2 s); the window is the reader's, so read with the defaults.
+    settings = app.state.settings.model_copy(update={"heartbeat_seconds": 10.0, "job_lease_seconds": 60.0})  # type: ignore[attr-defined]
+    app.state.settings = settings  # type: ignore[attr-defined]
+    ready = http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["workers"]["detail"] == "inference: 1 worker, training: 1 worker"
+
+    WorkerProcesses.kill(inference)
+    killed = time.monotonic()
+    while (response := http.get("/readyz")).status_code == 200:
+        assert time.monotonic() - killed < 30, "a dead worker must show in /readyz within 30 s"
+        time.sleep(0.5)
+    print(f"/readyz 503 {time.monotonic() - killed:.1f} s after SIGKILL of the inference worker")
+    body = response.json()
+    assert body["failed"] == ["workers"]
+    assert body["checks"]["workers"]["detail"] == "no live worker consumes the inference queue"
