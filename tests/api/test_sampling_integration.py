@@ -8,6 +8,7 @@ in float32 summation order (gan.sampling.Sampler's docstring), which can move a 
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -278,3 +279,24 @@ def test_grey_and_sizes_of_a_png(service: Service) -> None:
     image = Image.open(io.BytesIO(response.content))
     resolution = fixture_meta(fixture)["init_kwargs"]["img_resolution"]
     assert image.size == (resolution, resolution) and image.mode == "RGB"
+
+
+def test_the_inference_workers_log_holds_no_image_bytes(service: Service) -> None:
+    model_id = service.upload(FIXTURE_DIRS[0])
+    meta = fixture_meta(FIXTURE_DIRS[0])
+    response = service.http.get(f"/v1/models/{model_id}/images/4242.png", params=_query(meta, 4242, 0.5))
+    assert response.status_code == 200, response.text
+    encoded = base64.b64encode(response.content).decode()
+
+    def logged() -> str:
+        return "\n".join(
+            p.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+            for p in service.workers.processes
+        )
+
+    deadline = time.monotonic() + 10
+    while not re.search(r"stylegan\.render\[[^]]+\] succeeded in [0-9.]+s$", logged(), re.M):
+        assert time.monotonic() < deadline, f"no success line for the render task:\n{service.workers.logs()}"
+        time.sleep(0.1)
+    text = logged()
+    assert encoded[:64] not in text and "iVBORw0KGgo" not in text  # the PNG signature, base64-encoded
