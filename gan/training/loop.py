@@ -768,6 +768,12 @@ def _train(
         tick_stats.clear()
 
         snapshot = done or cur_tick % options.snap == 0
+        if snapshot and not done and tick_end_time - last_progress_time >= options.progress_interval:
+            # The tick's line waits for the snapshot (its metrics go into it); on a CPU that is seconds,
+            # and at tick 0 it would hold back the run's first report of its speed, so report now.
+            callback.on_progress(
+                progress_line(cur_nimg, total_nimg, cur_tick, tick_start_nimg, tick_start_time, tick_end_time)
+            )
         # Metrics on rank 0 only (the others wait at the next all-reduce); not on a stop, which must be quick.
         if snapshot and detector is not None and not stopped:
             metrics = _evaluate_metrics(options, G_ema, detector, device)

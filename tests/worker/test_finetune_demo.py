@@ -27,7 +27,7 @@ MB = 2**20
 
 
 class StopAfterProgress:
-    """Records the run; asks to stop once `lines` progress lines have come."""
+    """Records the run; asks to stop once `lines` progress lines have come within tick 1."""
 
     def __init__(self, lines: int) -> None:
         self.lines = lines
@@ -49,7 +49,7 @@ class StopAfterProgress:
         self.checkpoints.append(path)
 
     def should_stop(self) -> bool:
-        return len(self.progress) >= self.lines
+        return len([p for p in self.progress if p["tick"] == 1]) >= self.lines
 
 
 def images(root: Path, count: int, resolution: int) -> Path:
@@ -92,9 +92,11 @@ def test_demo_fine_tune_with_api_defaults(tmp_path: Path) -> None:
     assert len(watcher.checkpoints) >= 2  # tick 0 and the stop
     assert all(path.stat().st_size < 20 * MB for path in watcher.checkpoints)
 
-    # Progress lines came within the first full tick (4 kimg: 125 steps), which never ended.
+    # Progress lines came within the first full tick (4 kimg: 125 steps), which never ended; one may come
+    # at tick 0 (the first step), ahead of its snapshot, when that step took over PROGRESS_SECONDS.
     assert [t["tick"] for t in watcher.ticks] == [0, 1]  # tick 0 is the first step; tick 1 ends at the stop
-    assert len(watcher.progress) == 2 and all(p["tick"] == 1 for p in watcher.progress)
+    assert [p["tick"] for p in watcher.progress if p["tick"] != 0] == [1, 1]
+    assert len(watcher.progress) <= 3
     assert all(p["sec_per_kimg"] > 0 and p["eta_seconds"] > 0 for p in watcher.progress)
     assert watcher.ticks[-1]["kimg"] < 4.0
 

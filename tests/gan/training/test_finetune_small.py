@@ -30,12 +30,15 @@ class Watcher:
         self.ticks: list[dict[str, Any]] = []
         self.progress: list[dict[str, Any]] = []
         self.checkpoints: list[Path] = []
+        self.order: list[tuple[str, int]] = []  # (what, images seen), as reported
 
     def on_tick(self, stats: dict[str, Any]) -> None:
         self.ticks.append(stats)
+        self.order.append(("tick", round(stats["kimg"] * 1000)))
 
     def on_progress(self, progress: dict[str, Any]) -> None:
         self.progress.append(progress)
+        self.order.append(("progress", progress["images_seen"]))
 
     def on_preview(self, path: Path) -> None:
         pass
@@ -97,14 +100,16 @@ def test_cbase_and_cmax_given_with_a_fine_tune_size_D_instead(
 
 
 def test_progress_lines_come_between_ticks_with_speed_and_eta(data: Path, tmp_path: Path) -> None:
-    # Ticks end at nimg 4 (the first step) and 20; the run ends at 24.
+    # Ticks end at nimg 4 (the first step) and 20; the run ends at 24; snapshots at ticks 0 and the end.
     watcher = Watcher()
     options = tiny_options(data, tmp_path / "run", tick=0.016, kimg=0.024, progress_interval=0.0)
     train(options, watcher)
     assert [t["kimg"] for t in watcher.ticks] == pytest.approx([0.004, 0.020, 0.024])
-    assert [p["images_seen"] for p in watcher.progress] == [8, 12, 16]  # before the second tick ends
+    # Lines within tick 1, before it ends; and one at tick 0, ahead of its snapshot and tick line.
+    assert [(p["tick"], p["images_seen"]) for p in watcher.progress] == [(0, 4), (1, 8), (1, 12), (1, 16)]
+    assert watcher.order[:2] == [("progress", 4), ("tick", 4)]
     for line in watcher.progress:
-        assert line["tick"] == 1 and line["total_kimg"] == pytest.approx(0.024)
+        assert line["total_kimg"] == pytest.approx(0.024)
         assert line["kimg"] == line["images_seen"] / 1000 and line["progress"] == line["images_seen"] / 24
         assert line["sec_per_kimg"] > 0
         assert line["eta_seconds"] == pytest.approx((24 - line["images_seen"]) / 1000 * line["sec_per_kimg"])
