@@ -14,7 +14,8 @@ from torch import nn
 from gan.config import GeneratorConfig, StyleGAN2SynthesisConfig, StyleGAN3SynthesisConfig
 from gan.errors import ConfigError
 from gan.stylegan2.mapping import MappingNetwork
-from gan.stylegan2.synthesis import NoiseMode, SynthesisNetwork
+from gan.stylegan2.synthesis import SynthesisNetwork
+from gan.vocabulary import NoiseMode
 
 
 def _build_synthesis(config: GeneratorConfig) -> tuple[nn.Module, int]:

@@ -33,7 +33,8 @@ import torch
 
 from gan.config import GeneratorConfig, StyleGAN3SynthesisConfig
 from gan.errors import GanError
-from gan.sampling import NoiseMode, Sampler, parse_int_list, to_uint8
+from gan.sampling import Sampler, parse_int_list, to_uint8
+from gan.vocabulary import NoiseMode
 
 if TYPE_CHECKING:
     from gan.generator import Generator

@@ -15,22 +15,17 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gan.config import GeneratorConfig
 from gan.errors import ConfigError, GanError
+from gan.vocabulary import NoiseMode, check_noise_mode, check_seed
 
 if TYPE_CHECKING:
     from gan.generator import Generator
-
-NoiseMode = Literal["const", "random", "none"]
-NOISE_MODES: tuple[NoiseMode, ...] = ("const", "random", "none")
-
-# np.random.RandomState accepts seeds in [0, 2**32).
-MAX_SEED = 2**32 - 1
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _NUMBER = re.compile(r"^\d+$")
@@ -67,8 +62,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _check_seed(seed: int) -> None:
-    if not 0 <= seed <= MAX_SEED:
-        raise GanError(f"seed {seed} is out of range: seeds are integers in [0, {MAX_SEED}]")
+    check_seed(seed)
 
 
 def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
@@ -246,7 +240,7 @@ class Sampler:
         `noise_seeds` (one per row) make the noise reproducible; without them it comes from torch's
         global generator as in the official scripts.
         """
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         _check_batch_size(batch_size)
         ws = torch.as_tensor(ws)
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.G.config.w_dim):
@@ -303,7 +297,7 @@ class Sampler:
         batch_size: int = 8,
     ) -> torch.Tensor:
         """Float images [N, C, H, W] for seeds: what `G(z, c, psi, cutoff, noise_mode)` gives."""
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         _check_batch_size(batch_size)
         t = self.transform(translate, rotate)
         out = []
@@ -340,11 +334,6 @@ def _seeded_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
-
-
-def _check_noise_mode(noise_mode: str) -> None:
-    if noise_mode not in NOISE_MODES:
-        raise GanError(f"invalid noise mode {noise_mode!r}: use one of {', '.join(NOISE_MODES)}")
 
 
 def _check_batch_size(batch_size: int) -> None:

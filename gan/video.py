@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from gan.errors import GanError
-from gan.sampling import NoiseMode, Sampler, to_uint8
+from gan.sampling import Sampler, to_uint8
+from gan.vocabulary import NoiseMode, check_noise_mode
 
 Space = Literal["w", "z"]
 VideoFormat = Literal["gif", "webp", "mp4"]
@@ -173,8 +174,7 @@ def walk_frames(
         ws = interpolate(keys, num_frames, loop, "lerp")  # [F, num_ws, w_dim]
 
     path = transform_path(num_frames, translate, rotate, loop) if has_path else None
-    if noise_mode not in ("const", "random", "none"):
-        raise GanError(f"invalid noise mode {noise_mode!r}: use one of const, random, none")
+    check_noise_mode(noise_mode)
     return _render(sampler, ws, path, noise_mode, batch_size)
 
 

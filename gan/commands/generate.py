@@ -10,6 +10,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from gan.vocabulary import NOISE_MODES
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -86,7 +88,7 @@ def _network_options(p: argparse.ArgumentParser) -> None:
 def _truncation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--trunc-cutoff", type=int, help="truncate only the first N ws (default: all)")
-    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
+    p.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
     p.add_argument("--class", dest="class_idx", type=int, help="class index for a conditional model")
 
 

@@ -12,6 +12,8 @@ import argparse
 import os
 from collections.abc import Iterator
 
+from gan.vocabulary import MAX_SEED
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `project`; its handler takes the parsed args."""
@@ -48,7 +50,7 @@ def _project(args: argparse.Namespace) -> int:
     from gan.io.checkpoint import load_network
     from gan.perceptual import VGG16_LPIPS_URL, load_vgg16_lpips
     from gan.projection import ProjectionStep, open_image, prepare_target, project, render_ws
-    from gan.sampling import MAX_SEED, resolve_device
+    from gan.sampling import resolve_device
 
     if args.steps < 1:
         raise GanError(f"--steps must be >= 1, got {args.steps}")

@@ -17,7 +17,6 @@ is a key-for-key copy.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
@@ -28,9 +27,7 @@ from gan.nn.bias_act import bias_act, default_gain
 from gan.nn.equalized import Conv2d, FullyConnected
 from gan.nn.filters import setup_filter, upsample2d
 from gan.nn.modulated_conv import modulated_conv2d
-
-NoiseMode = Literal["const", "random", "none"]
-NOISE_MODES: tuple[NoiseMode, ...] = ("const", "random", "none")
+from gan.vocabulary import NoiseMode, check_noise_mode
 
 
 def fp16_resolution(img_resolution: int, num_fp16_res: int) -> int:
@@ -315,8 +312,7 @@ class SynthesisNetwork(nn.Module):
         """`update_emas` is accepted for the common interface; StyleGAN2 synthesis tracks no EMA."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+        check_noise_mode(noise_mode)
         ws = ws.to(torch.float32)
         x: torch.Tensor | None = None
         img: torch.Tensor | None = None

@@ -16,7 +16,6 @@ StyleGAN3 has no noise inputs: `noise_mode` is accepted for a common generator i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -28,9 +27,7 @@ from gan.nn.equalized import FullyConnected
 from gan.stylegan3.filtered_lrelu import filtered_lrelu
 from gan.stylegan3.filters_design import design_lowpass_filter
 from gan.stylegan3.fourier_input import FourierInput
-
-NoiseMode = Literal["random", "const", "none"]
-NOISE_MODES: tuple[NoiseMode, ...] = ("random", "const", "none")
+from gan.vocabulary import NoiseMode, check_noise_mode
 
 
 @dataclass(frozen=True)
@@ -361,8 +358,7 @@ class SynthesisNetwork(nn.Module):
     ) -> torch.Tensor:
         """`noise_mode` is ignored (StyleGAN3 has no noise inputs); `transform` ([3, 3] or [N, 3, 3],
         as from `fourier_input.make_transform`) replaces the stored `input.transform` for this call."""
-        if noise_mode not in NOISE_MODES:
-            raise ConfigError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+        check_noise_mode(noise_mode)
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (
             f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
         )

@@ -137,7 +137,8 @@ def test_noise_modes():
             if name.endswith("noise_strength"):
                 p.zero_()
     assert torch.allclose(G(z, None, noise_mode="random"), G(z, None, noise_mode="none"))
-    with pytest.raises(ValueError):
+    # The one refusal every layer uses (gan.vocabulary): a GanError, so the CLI says exit 2 and HTTP 422.
+    with pytest.raises(ConfigError, match="invalid noise mode 'loud'"):
         G(z, None, noise_mode="loud")
 
 
