@@ -80,8 +80,11 @@ def start_service(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_server: PostgresServer,
     redis_server: RedisServer,
+    training_worker: bool = False,
     **overrides: Any,
 ) -> Iterator[Service]:
+    """The app under test with a real inference worker; with `training_worker`, an idle training
+    worker too, so that every queue has a consumer and /readyz is 200."""
     root = tmp_path_factory.mktemp("sampling")
     database_url = postgres_server.create_database()
     upgrade_head(database_url)
@@ -107,6 +110,8 @@ def start_service(
     http.__enter__()
     try:
         workers.spawn(settings_env(**settings), queues="inference", name="inference")
+        if training_worker:
+            workers.spawn(settings_env(**settings), queues="training", name="training")
         yield Service(settings, http, workers)
     finally:
         http.__exit__(None, None, None)

@@ -39,7 +39,8 @@ MAX_EXAMPLES = 8
 def service(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> Iterator[Service]:
-    yield from start_service(tmp_path_factory, postgres_server, redis_server)
+    # A training worker too: /readyz, one of the operations, is 200 only while every queue has one.
+    yield from start_service(tmp_path_factory, postgres_server, redis_server, training_worker=True)
 
 
 @pytest.fixture(scope="module")
