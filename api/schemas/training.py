@@ -55,6 +55,13 @@ class CheckpointOut(BaseModel):
 class TrainingJobOut(JobOut):
     """A job (as `GET /v1/jobs/{id}`) plus the training view: the latest preview and the checkpoints."""
 
+    progress_detail: Any = Field(
+        default=None,
+        description="The latest progress line, written at every tick end and every few seconds within "
+        "a tick: kimg, total_kimg, images_seen, fraction, sec_per_kimg and eta_seconds (from the measured "
+        "speed); tick on a tick's last line (with losses, augment_p and metrics), None within a tick "
+        "(in_tick says which); preview_url, checkpoints, attempt, resumed_from_kimg.",
+    )
     preview_url: str | None = Field(
         default=None, description="The latest preview grid (an artifact), updated every snapshot."
     )

@@ -26,7 +26,7 @@ from tests.api.test_events import parse_sse
 from tests.api.test_training_validation import fixture_pickle, register_model
 from tests.servers import PostgresServer, RedisServer, WorkerProcesses, settings_env
 from worker.db.migrate import upgrade_head
-from worker.db.models import Checkpoint, Model
+from worker.db.models import Checkpoint, Dataset, Model
 from worker.settings import Settings
 from worker.storage import make_storage
 
@@ -169,21 +169,27 @@ def test_fine_tune_runs_to_succeeded_with_live_events_and_yields_a_model(
     assert len(view["checkpoints"]) == 3  # the newest three are kept
     assert view["checkpoints"][-1]["kimg"] == ticks[-1]["kimg"] == job["result"]["kimg"]
 
-    # The new model: a Model row in our format, licence inherited, and it generates an image.
+    # The new model: a Model row in our format whose licence note names its base model and dataset and
+    # keeps the base's (NVIDIA) licence, and it generates an image.
     model_id = job["result"]["model_id"]
     assert view["model_id"] == model_id
     sessions, settings = service["app"].state.session_factory, service["app"].state.settings
     with sessions() as session:
         model = session.get(Model, model_id)
-        assert model is not None
-        assert model.source == f"training:{job_id}" and model.license_note == LICENSE
+        base, dataset = session.get(Model, service["model_id"]), session.get(Dataset, dataset_id)
+        assert model is not None and base is not None and dataset is not None
+        provenance = (
+            f"Fine-tuned from {base.name} ({base.id}) on dataset {dataset.name} ({dataset.id}) for "
+            f"{job['result']['kimg']:.3f} kimg; base licence: {LICENSE}"
+        )
+        assert model.source == f"training:{job_id}" and model.license_note == provenance
         assert (model.resolution, model.c_dim, model.architecture) == (32, 0, "stylegan2")
         file_key = model.file_key
     from gan.io.checkpoint import inspect_network, load_generator
     from gan.sampling import seed_to_z, to_uint8
 
     path = make_storage(settings).local_path(file_key)
-    assert path is not None and inspect_network(path).license == LICENSE
+    assert path is not None and inspect_network(path).license == provenance
     import torch
 
     G = load_generator(path)

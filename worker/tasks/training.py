@@ -83,8 +83,19 @@ class TrainingParams(BaseModel):
     seed: int = Field(default=0, ge=0, lt=2**32)
     # Channel base/max of networks trained from scratch (demos, tests). When fine-tuning a base model
     # without a D (every stored model is G only), D is built at the base G's; these override that.
-    cbase: int | None = Field(default=None, ge=16, le=2**20)
-    cmax: int | None = Field(default=None, ge=8, le=2048)
+    cbase: int | None = Field(
+        default=None,
+        ge=16,
+        le=2**20,
+        description="Channel base (channels at r px: min(cbase / r, cmax)). Fine-tuning: D's only, which "
+        "otherwise takes the base generator's.",
+    )
+    cmax: int | None = Field(
+        default=None,
+        ge=8,
+        le=2048,
+        description="Channel maximum. Fine-tuning: D's only, which otherwise takes the base generator's.",
+    )
     preview_images: int = Field(default=32, ge=1, le=256)
 
     @field_validator("metrics")

@@ -1,8 +1,8 @@
 """`/v1/training-jobs`: submit a fine-tune or a training run; read it with its preview and checkpoints.
 
 The job itself is an ordinary job: `GET /v1/jobs/{id}` shows it too (its `progress_detail` holds kimg,
-total_kimg, fraction, eta_seconds, sec_per_kimg, augment_p, losses, metrics, preview_url and tick),
-`POST /v1/jobs/{id}/cancel` stops it at the next tick after a final checkpoint, and
+total_kimg, images_seen, fraction, eta_seconds, sec_per_kimg, augment_p, losses, metrics, preview_url and
+tick), `POST /v1/jobs/{id}/cancel` stops it after the training step under way, with a final checkpoint, and
 `GET /v1/jobs/{id}/events` streams its events.
 """
 
