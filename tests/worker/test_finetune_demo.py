@@ -57,7 +57,9 @@ def images(root: Path, count: int, resolution: int) -> Path:
     root.mkdir(parents=True)
     for i in range(count):
         pixels = rng.randint(0, 256, size=(resolution // 8, resolution // 8, 3)).astype(np.uint8)
-        Image.fromarray(pixels).resize((resolution, resolution), Image.BILINEAR).save(root / f"{i:03d}.png")
+        Image.fromarray(pixels).resize((resolution, resolution), Image.Resampling.BILINEAR).save(
+            root / f"{i:03d}.png"
+        )
     return root
 
 
