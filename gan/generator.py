@@ -15,6 +15,7 @@ from gan.config import GeneratorConfig, StyleGAN2SynthesisConfig, StyleGAN3Synth
 from gan.errors import ConfigError
 from gan.stylegan2.mapping import MappingNetwork
 from gan.stylegan2.synthesis import SynthesisNetwork
+from gan.stylegan3.synthesis import SynthesisNetwork as StyleGAN3Synthesis
 from gan.vocabulary import NoiseMode
 
 
@@ -29,9 +30,6 @@ def _build_synthesis(config: GeneratorConfig) -> tuple[nn.Module, int]:
             config=config.synthesis,
         )
         return sg2, sg2.num_ws
-    # StyleGAN3 is imported only when asked for: it pulls in SciPy for its filter design.
-    from gan.stylegan3.synthesis import SynthesisNetwork as StyleGAN3Synthesis
-
     assert isinstance(config.synthesis, StyleGAN3SynthesisConfig)
     sg3 = StyleGAN3Synthesis(
         w_dim=config.w_dim,

@@ -34,6 +34,7 @@ import torch
 from gan.config import GeneratorConfig, StyleGAN3SynthesisConfig
 from gan.errors import GanError
 from gan.sampling import Sampler, parse_int_list, to_uint8
+from gan.stylegan3.synthesis import band_schedule
 from gan.vocabulary import NoiseMode
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ def ws_resolutions(config: GeneratorConfig) -> list[int]:
     """The resolution, in px, that each ws index works at (see the module docstring)."""
     synth = config.synthesis
     if isinstance(synth, StyleGAN3SynthesisConfig):
-        from gan.stylegan3.synthesis import band_schedule
-
         # f_c per layer; ws 0 feeds the input (band-limited to cutoffs[0]), ws k feeds layer k - 1.
         cutoffs = band_schedule(synth, config.img_resolution, config.img_channels).cutoffs
         layer_res = [_band_limited_resolution(fc, config.img_resolution) for fc in cutoffs]
@@ -65,7 +64,7 @@ def ws_resolutions(config: GeneratorConfig) -> list[int]:
 
 def _band_limited_resolution(cutoff: float, img_resolution: int) -> int:
     # The 1e-9 keeps 2 * f_c = 8.000000000000002 (a geometric series in floats) from rounding up to 16.
-    return min(2 ** math.ceil(math.log2(2 * cutoff) - 1e-9), img_resolution)
+    return min(int(2 ** math.ceil(math.log2(2 * cutoff) - 1e-9)), img_resolution)
 
 
 def style_bands(config: GeneratorConfig) -> dict[str, list[int]]:

@@ -22,6 +22,7 @@ import torch
 
 from gan.config import GeneratorConfig
 from gan.errors import ConfigError, GanError
+from gan.stylegan3.fourier_input import make_transform
 from gan.vocabulary import NoiseMode, check_noise_mode, check_seed
 
 if TYPE_CHECKING:
@@ -195,7 +196,8 @@ class Sampler:
         )
         c = self.labels(zs.shape[0], class_idx)
         with torch.inference_mode():
-            return self.G.mapping(zs.to(self.device, torch.float32), c, psi=psi, cutoff=cutoff)
+            ws: torch.Tensor = self.G.mapping(zs.to(self.device, torch.float32), c, psi=psi, cutoff=cutoff)
+        return ws
 
     def ws_for_seeds(
         self,
@@ -221,8 +223,6 @@ class Sampler:
             return None
         if not self.is_stylegan3:
             raise GanError("translate and rotate need a StyleGAN3 model (they move its Fourier input)")
-        from gan.stylegan3.fourier_input import make_transform
-
         m = make_transform(translate=translate or (0.0, 0.0), rotate_deg=float(rotate or 0.0))
         return m.to(self.device, torch.float32)  # [3, 3], already the inverse the network expects
 

@@ -24,8 +24,10 @@ from gan.config import (
     StyleGAN3SynthesisConfig,
 )
 from gan.errors import ConfigError, FormatError
+from gan.generator import build_generator
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
 from gan.io.safe_pickle import PersistentRecord, TFNetworkRecord, read_bytes_bounded, safe_loads
+from gan.stylegan2.discriminator import Discriminator
 
 PathOrFile = str | os.PathLike[str] | IO[bytes]
 
@@ -223,9 +225,6 @@ def copy_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) ->
 def build_networks(
     configs: dict[str, GeneratorConfig | DiscriminatorConfig], states: dict[str, dict[str, torch.Tensor]]
 ) -> dict[str, nn.Module]:
-    from gan.generator import build_generator
-    from gan.stylegan2.discriminator import Discriminator
-
     out: dict[str, nn.Module] = {}
     for name, config in configs.items():
         module: nn.Module = (

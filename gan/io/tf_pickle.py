@@ -38,9 +38,11 @@ from gan.config import (
     StyleGAN2SynthesisConfig,
 )
 from gan.errors import ConfigError, FormatError
+from gan.generator import build_generator
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
 from gan.io.official_pickle import NETWORK_NAMES, build_networks
 from gan.io.safe_pickle import TFNetworkRecord, read_bytes_bounded, safe_loads
+from gan.stylegan2.discriminator import Discriminator
 
 PathOrFile = str | os.PathLike[str] | IO[bytes]
 
@@ -176,7 +178,7 @@ def discriminator_config_from_tf(net: TFNetworkRecord) -> DiscriminatorConfig:
         conv_clamp=kw.get("conv_clamp", None),
         activation=kw.get("nonlinearity", "lrelu"),
         # TF D's minibatch-std group is min(4, batch); legacy.py passes None (= whole batch) when unset
-        mbstd_group_size=kw.get("mbstd_group_size", None),  # type: ignore[arg-type]
+        mbstd_group_size=kw.get("mbstd_group_size", None),
         mbstd_num_channels=int(kw.get("mbstd_num_features", 1)),
     )
     kw.ignore("structure", "mapping_layers", "mapping_fmaps", "mapping_lrmul", "freeze_layers")
@@ -313,9 +315,6 @@ def _state_from_tf(
 
 def networks_from_tf(obj: Any, which: Sequence[str] = ("G_ema",)) -> dict[str, nn.Module]:
     """Our modules from a read TF pickle: 'G_ema' is Gs, 'G' and 'D' the training networks."""
-    from gan.generator import build_generator
-    from gan.stylegan2.discriminator import Discriminator
-
     unknown = [w for w in which if w not in NETWORK_NAMES]
     if unknown or not which:
         raise ConfigError(f"which must name some of {', '.join(NETWORK_NAMES)}, got {list(which)}")
