@@ -14,6 +14,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from gan.config import GeneratorConfig
 from gan.errors import ConfigError, FormatError
@@ -28,6 +30,7 @@ from gan.generator import Generator, build_generator
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
 from gan.io.official_pickle import copy_state, networks_from_official
 from gan.io.safe_pickle import TFNetworkRecord, is_pickle, read_bytes_bounded, safe_loads
+from gan.io.tf_pickle import networks_from_tf
 
 FORMAT_NAME = "stylegan-service/generator"
 FORMAT_VERSION = 1
@@ -167,9 +170,19 @@ def load_generator(
 
 # -- any network file ----------------------------------------------------------------------------------
 
+# What a file's first bytes say it is: safetensors starts with a little-endian u64 header length and then
+# the JSON header's "{"; a pickle with its protocol opcode.
+FileKind = Literal["safetensors", "pickle"]
 
-def _is_safetensors(head: bytes) -> bool:
-    return len(head) >= 9 and head[8:9] == b"{"
+
+def sniff_network_file(head: bytes) -> FileKind | None:
+    """The container of a network file from its first bytes (at least 9), or None for neither. The one
+    place a network file's type is told from its content; what is inside is checked when it is read."""
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if is_pickle(head[:2]):
+        return "pickle"
+    return None
 
 
 @dataclass(frozen=True)
@@ -180,27 +193,61 @@ class LoadedNetwork:
     sha256: str
 
 
-def _load_any(path: str | os.PathLike[str], limits: ReadLimits) -> LoadedNetwork:
+@dataclass(frozen=True)
+class LoadedNetworks:
+    """The networks `read_networks` found, by official name ("G_ema", "G", "D")."""
+
+    networks: dict[str, nn.Module]
+    format: FileFormat
+    metadata: dict[str, str]
+    sha256: str
+
+
+def read_networks(
+    path: str | os.PathLike[str],
+    which: Sequence[str] = ("G_ema",),
+    *,
+    require_all: bool = True,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> LoadedNetworks:
+    """The networks `which` from any network file, told apart by content: ours (it holds G_ema alone),
+    an official PyTorch pickle, or an old TensorFlow pickle (Gs is G_ema). With `require_all=False`, the
+    official pickle's networks that are present (at least one) and our file's G_ema, as the official
+    resume of a pickle without D (`require_all=False` in its `copy_params_and_buffers`)."""
     data = read_bytes_bounded(path, limits)
     digest = hashlib.sha256(data).hexdigest()
-    if _is_safetensors(data[:16]):
+    kind = sniff_network_file(data[:16])
+    if kind == "safetensors":
         st = _read_safetensors(data, limits)
         if st.metadata.get("format") == TRAINING_FORMAT_NAME:
             raise FormatError(
                 "this is a training checkpoint; export its generator first (stylegan convert reads "
                 "generator files and network pickles)"
             )
-        return LoadedNetwork(_generator_from_safetensors(st), "stylegan-service", st.metadata, digest)
-    if is_pickle(data[:2]):
+        if require_all and tuple(which) != ("G_ema",):
+            raise FormatError(f"a {FORMAT_NAME} file holds G_ema alone, not {', '.join(which)}")
+        G = _generator_from_safetensors(st)
+        return LoadedNetworks({"G_ema": G}, "stylegan-service", st.metadata, digest)
+    if kind == "pickle":
         obj = safe_loads(data, limits)
         if isinstance(obj, tuple) and obj and all(isinstance(o, TFNetworkRecord) for o in obj):
-            from gan.io.tf_pickle import networks_from_tf
-
-            G = networks_from_tf(obj, ("G_ema",))["G_ema"]
-            return LoadedNetwork(G, "tensorflow-pickle", {}, digest)  # type: ignore[arg-type]
-        G = networks_from_official(obj, ("G_ema",))["G_ema"]
-        return LoadedNetwork(G, "official-pytorch-pickle", {}, digest)  # type: ignore[arg-type]
+            return LoadedNetworks(networks_from_tf(obj, which), "tensorflow-pickle", {}, digest)
+        if not require_all:
+            if not isinstance(obj, dict):
+                raise FormatError("not an official network pickle")
+            present = [name for name in which if name in obj]
+            if not present:
+                raise FormatError(f"the pickle holds none of {', '.join(which)}")
+            which = present
+        return LoadedNetworks(networks_from_official(obj, which), "official-pytorch-pickle", {}, digest)
     raise FormatError("not a network file we read (neither safetensors nor a pickle)")
+
+
+def _load_any(path: str | os.PathLike[str], limits: ReadLimits) -> LoadedNetwork:
+    loaded = read_networks(path, ("G_ema",), limits=limits)
+    G = loaded.networks["G_ema"]
+    assert isinstance(G, Generator)
+    return LoadedNetwork(G, loaded.format, loaded.metadata, loaded.sha256)
 
 
 def read_network(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIMITS) -> LoadedNetwork:
@@ -279,11 +326,14 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "LoadedNetwork",
+    "LoadedNetworks",
     "NetworkInfo",
     "convert_network",
     "inspect_network",
     "load_generator",
     "load_network",
     "read_network",
+    "read_networks",
     "save_generator",
+    "sniff_network_file",
 ]
