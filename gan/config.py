@@ -176,3 +176,25 @@ class DiscriminatorConfig:
             return cls(mapping=mapping, **d)
         except TypeError as exc:
             raise ConfigError(f"invalid discriminator config: {exc}") from exc
+
+
+# The training objective's weights (gan/training/loss.py): R1 (Mescheder et al. 2018), style mixing and path
+# length (StyleGAN2 Sec. 3.2), the StyleGAN3-R blur of D's inputs. Here, without torch, so that a training
+# preset (gan/training/presets.py) can build one.
+@dataclass(frozen=True)
+class LossConfig:
+    r1_gamma: float = 10.0
+    style_mixing_prob: float = 0.0
+    pl_weight: float = 0.0
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    blur_init_sigma: float = 0.0
+    blur_fade_kimg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.r1_gamma < 0 or self.pl_weight < 0:
+            raise ConfigError("r1_gamma and pl_weight must be >= 0")
+        if not 0 <= self.style_mixing_prob <= 1:
+            raise ConfigError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
+        if self.pl_batch_shrink < 1:
+            raise ConfigError(f"pl_batch_shrink must be >= 1, got {self.pl_batch_shrink}")

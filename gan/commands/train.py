@@ -10,12 +10,11 @@ import argparse
 from pathlib import Path
 
 from gan.errors import ConfigError
+from gan.vocabulary import PRESET_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this group's sub-commands; each sets `handler` to a function taking the parsed args."""
-    from gan.training.presets import PRESET_NAMES
-
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a generator",
@@ -74,7 +73,8 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gan.training.loop import TrainOptions, launch
+    from gan.training.loop import launch
+    from gan.training.options import TrainOptions
 
     for name in (
         "batch",

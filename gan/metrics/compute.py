@@ -10,7 +10,6 @@ checks can run the same code on a few dozen images; values from fewer images are
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,8 @@ from gan.metrics.features import ImageSet, ProgressFn, dataset_features, generat
 from gan.metrics.fid import fid_from_features
 from gan.metrics.kid import kid_from_features
 from gan.metrics.precision_recall import precision_recall
+from gan.training.dataset import ImageDataset
+from gan.vocabulary import METRIC_NAME, check_metric_name
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,9 @@ class MetricSpec:
     max_subset_size: int = 1000
 
 
-_NAME = re.compile(r"^(fid|kid)(\d+)k(_full)?$|^pr(\d+)k(\d+)(_full)?$")
-
-
 def parse_metric(name: str) -> MetricSpec:
-    m = _NAME.match(name)
-    if m is None:
-        raise ConfigError(f"unknown metric {name!r}; expected e.g. fid50k_full, kid50k_full, pr50k3_full")
+    m = METRIC_NAME.match(check_metric_name(name))
+    assert m is not None  # check_metric_name matched it
     if m.group(1):
         kind: Literal["fid", "kid", "pr"] = m.group(1)  # type: ignore[assignment]
         num_gen, full = int(m.group(2)) * 1000, m.group(3) is not None
@@ -84,8 +81,6 @@ def compute_metrics(
     URL, through the cache); `pr_detector` defaults to it (officially precision/recall use VGG16).
     Features of the same item counts are computed once and shared between metrics.
     """
-    from gan.training.dataset import ImageDataset
-
     names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
     specs = [parse_metric(n) for n in names if n]
     if not specs:

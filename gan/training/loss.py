@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.errors import ConfigError
+from gan.config import LossConfig
 
 Phase = Literal["Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth"]
 PHASES: tuple[Phase, ...] = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    r1_gamma: float = 10.0
-    style_mixing_prob: float = 0.0
-    pl_weight: float = 0.0
-    pl_batch_shrink: int = 2
-    pl_decay: float = 0.01
-    blur_init_sigma: float = 0.0
-    blur_fade_kimg: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.r1_gamma < 0 or self.pl_weight < 0:
-            raise ConfigError("r1_gamma and pl_weight must be >= 0")
-        if not 0 <= self.style_mixing_prob <= 1:
-            raise ConfigError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
-        if self.pl_batch_shrink < 1:
-            raise ConfigError(f"pl_batch_shrink must be >= 1, got {self.pl_batch_shrink}")
 
 
 # Non-saturating logistic loss: softplus(-l) = -log sigmoid(l), softplus(l) = -log(1 - sigmoid(l)).

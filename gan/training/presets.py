@@ -13,32 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from gan.config import (
     Architecture,
     DiscriminatorConfig,
     GeneratorConfig,
+    LossConfig,
     MappingConfig,
     StyleGAN2SynthesisConfig,
     StyleGAN3SynthesisConfig,
     SynthesisArchitecture,
 )
 from gan.errors import ConfigError
-
-PresetName = Literal[
-    "auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "stylegan3-t", "stylegan3-r"
-]
-PRESET_NAMES: tuple[PresetName, ...] = (
-    "auto",
-    "stylegan2",
-    "paper256",
-    "paper512",
-    "paper1024",
-    "cifar",
-    "stylegan3-t",
-    "stylegan3-r",
-)
+from gan.vocabulary import check_preset
 
 
 @dataclass(frozen=True)
@@ -113,6 +101,19 @@ class TrainingPreset:
             return cls(**d)
         except TypeError as exc:
             raise ConfigError(f"invalid training preset: {exc}") from exc
+
+    def loss_config(self) -> LossConfig:
+        """The objective's weights: R1 gamma, style mixing, path length (with its batch shrink and running
+        mean's decay) and the StyleGAN3-R blur, as the official train.py passes them to its loss."""
+        return LossConfig(
+            r1_gamma=self.gamma,
+            style_mixing_prob=self.style_mixing_prob,
+            pl_weight=self.pl_weight,
+            pl_batch_shrink=self.pl_batch_shrink,
+            pl_decay=self.pl_decay,
+            blur_init_sigma=self.blur_init_sigma,
+            blur_fade_kimg=self.blur_fade_kimg,
+        )
 
     # Network configs -----------------------------------------------------------------------------
 
@@ -199,8 +200,7 @@ def make_preset(
     `batch` overrides the preset's batch before the batch-dependent values (auto's gamma and EMA, the
     StyleGAN3 EMA, magnitude EMA and blur fade) are derived, as the official scripts do.
     """
-    if name not in PRESET_NAMES:
-        raise ConfigError(f"unknown --cfg {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    check_preset(name)
     if gpus < 1:
         raise ConfigError(f"gpus must be >= 1, got {gpus}")
     if batch is not None and batch < 1:

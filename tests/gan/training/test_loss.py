@@ -8,12 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from gan.config import GeneratorConfig, MappingConfig, StyleGAN2SynthesisConfig, StyleGAN3SynthesisConfig
+from gan.config import (
+    GeneratorConfig,
+    LossConfig,
+    MappingConfig,
+    StyleGAN2SynthesisConfig,
+    StyleGAN3SynthesisConfig,
+)
 from gan.errors import ConfigError
 from gan.generator import build_generator
 from gan.training.ema import ema_beta, update_ema
 from gan.training.loss import (
-    LossConfig,
     StyleGANLoss,
     blur_sigma_at,
     discriminator_logistic_loss,
@@ -23,7 +28,8 @@ from gan.training.loss import (
     path_lengths,
     r1_penalty,
 )
-from gan.training.presets import PRESET_NAMES, make_preset
+from gan.training.presets import make_preset
+from gan.vocabulary import PRESET_NAMES
 
 
 def tiny_generator(seed: int = 0) -> nn.Module:

@@ -18,7 +18,8 @@ from gan.config import MappingConfig
 from gan.errors import ConfigError
 from gan.training import checkpoint as ck
 from gan.training.loop import train
-from gan.training.presets import PRESET_NAMES, make_preset
+from gan.training.presets import make_preset
+from gan.vocabulary import PRESET_NAMES
 
 OFFICIAL_MAPPING = {  # preset -> (layers, w_avg_beta)
     "auto": (2, 0.995),
