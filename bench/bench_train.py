@@ -46,8 +46,8 @@ from gan.config import DiscriminatorConfig, GeneratorConfig
 from gan.training.augment import AUGMENT_PRESETS, AugmentPipe
 from gan.training.distributed import DistEnv, average_gradients_
 from gan.training.ema import ema_beta, update_ema
-from gan.training.loop import build_networks
-from gan.training.loss import LossConfig, StyleGANLoss, lazy_regularization_hyperparameters
+from gan.training.loss import StyleGANLoss, lazy_regularization_hyperparameters
+from gan.training.networks import build_networks
 from gan.training.presets import TrainingPreset, make_preset
 
 # fp32 on both sides: summation order only (measured ~1e-6 on CPU for G images and D logits).
@@ -137,21 +137,7 @@ def _ours(
     pipe = (
         None if aug == "noaug" else AugmentPipe.from_preset(aug, p=p).train().requires_grad_(False).to(device)
     )
-    loss = StyleGANLoss(
-        G,
-        D,
-        LossConfig(
-            r1_gamma=preset.gamma,
-            style_mixing_prob=preset.style_mixing_prob,
-            pl_weight=preset.pl_weight,
-            pl_batch_shrink=preset.pl_batch_shrink,
-            pl_decay=preset.pl_decay,
-            blur_init_sigma=preset.blur_init_sigma,
-            blur_fade_kimg=preset.blur_fade_kimg,
-        ),
-        augment_pipe=pipe,
-        device=device,
-    )
+    loss = StyleGANLoss(G, D, preset.loss_config(), augment_pipe=pipe, device=device)
 
     def accumulate(phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor, gain: float, nimg: int) -> None:  # fmt: skip
         loss.accumulate_gradients(phase, real, real_c, z, c, gain=gain, cur_nimg=nimg)  # type: ignore[arg-type]
@@ -201,20 +187,21 @@ def _official(
     if aug != "noaug":
         pipe = code.augment.AugmentPipe(**AUGMENT_PRESETS[aug]).train().requires_grad_(False).to(device)
         pipe.p.copy_(torch.as_tensor(p))
+    lc = preset.loss_config()  # the weights our loss gets, passed to the official one by name
     if code.layout == "stylegan3":
         loss = code.loss.StyleGAN2Loss(
             device=device,
             G=G,
             D=D,
             augment_pipe=pipe,
-            r1_gamma=preset.gamma,
-            style_mixing_prob=preset.style_mixing_prob,
-            pl_weight=preset.pl_weight,
-            pl_batch_shrink=preset.pl_batch_shrink,
-            pl_decay=preset.pl_decay,
+            r1_gamma=lc.r1_gamma,
+            style_mixing_prob=lc.style_mixing_prob,
+            pl_weight=lc.pl_weight,
+            pl_batch_shrink=lc.pl_batch_shrink,
+            pl_decay=lc.pl_decay,
             pl_no_weight_grad=sg2,  # train.py, --cfg stylegan2
-            blur_init_sigma=preset.blur_init_sigma,
-            blur_fade_kimg=preset.blur_fade_kimg,
+            blur_init_sigma=lc.blur_init_sigma,
+            blur_fade_kimg=lc.blur_fade_kimg,
         )
 
         def accumulate(phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor, gain: float, nimg: int) -> None:  # fmt: skip
@@ -227,11 +214,11 @@ def _official(
             G_synthesis=G.synthesis,
             D=D,
             augment_pipe=pipe,
-            style_mixing_prob=preset.style_mixing_prob,
-            r1_gamma=preset.gamma,
-            pl_batch_shrink=preset.pl_batch_shrink,
-            pl_decay=preset.pl_decay,
-            pl_weight=preset.pl_weight,
+            style_mixing_prob=lc.style_mixing_prob,
+            r1_gamma=lc.r1_gamma,
+            pl_batch_shrink=lc.pl_batch_shrink,
+            pl_decay=lc.pl_decay,
+            pl_weight=lc.pl_weight,
         )
 
         def accumulate(phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor, gain: float, nimg: int) -> None:  # fmt: skip

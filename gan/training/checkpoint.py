@@ -29,9 +29,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from gan.config import GeneratorConfig
 from gan.errors import FormatError
+from gan.generator import build_generator
+from gan.io.checkpoint import TRAINING_FORMAT_NAME, save_generator
 
-CHECKPOINT_FORMAT = "stylegan-service/training-checkpoint"
+CHECKPOINT_FORMAT = TRAINING_FORMAT_NAME  # told apart from a generator file by gan.io.checkpoint
 CHECKPOINT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{10})\.safetensors$")
 
@@ -102,7 +105,8 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
         raise FormatError(f"{path}: not a readable training checkpoint ({exc})") from exc
     if header.get("format") != CHECKPOINT_FORMAT:
         raise FormatError(f"{path}: not a training checkpoint (format {header.get('format')!r})")
-    return json.loads(header["training"])
+    meta: dict[str, Any] = json.loads(header["training"])
+    return meta
 
 
 def load_checkpoint(path: Path) -> TrainingCheckpoint:
@@ -122,6 +126,44 @@ def is_training_checkpoint(path: Path) -> bool:
     except (FormatError, OSError):
         return False
     return True
+
+
+def write_checkpoint(
+    outdir: Path,
+    *,
+    networks: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    pl_mean: torch.Tensor,
+    configs: Mapping[str, dict[str, Any]],
+    counters: dict[str, int],
+    augment: dict[str, Any],
+    rng: dict[str, Any],
+    metrics: dict[str, float],
+) -> Path:
+    """A training run's snapshot in `outdir`, named by `counters["cur_nimg"]`, with all a resumed run needs
+    to continue bit-exactly: the networks' weights and buffers ("G", "D", "G_ema"), the optimizers'
+    moments ("opt_G", "opt_D"; their scalars in the JSON), the path-length mean, and in the JSON the
+    `configs` ("options", "preset", "G_config", "D_config"), the counters, the augment and RNG state and
+    the metrics of this snapshot."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in networks.items():
+        tensors.update(module_tensors(name, module))
+    opt_meta = {}
+    for name, opt in optimizers.items():
+        t, m = optimizer_tensors(name, opt)
+        tensors.update(t)
+        opt_meta[name] = m
+    tensors["loss.pl_mean"] = pl_mean
+    meta = {
+        **configs,
+        "counters": counters,
+        "kimg": counters["cur_nimg"] / 1e3,
+        "augment": augment,
+        "optimizers": opt_meta,
+        "rng": rng,
+        "metrics": metrics,
+    }
+    return save_checkpoint(outdir / checkpoint_name(counters["cur_nimg"]), tensors, meta)
 
 
 # Finding and pruning ------------------------------------------------------------------------------
@@ -244,17 +286,12 @@ def restore_rng_state(
 
 def export_generator(checkpoint_or_G_ema: Path | str | nn.Module, path: Path | str) -> Path:
     """Write G_ema as a model file the service registers (`gan.io.checkpoint.save_generator`'s format)."""
-    from gan.io.checkpoint import save_generator
-
     if isinstance(checkpoint_or_G_ema, nn.Module):
         G_ema = checkpoint_or_G_ema
     else:
-        from gan.config import GeneratorConfig
-        from gan.generator import build_generator
-
         ckpt = load_checkpoint(Path(checkpoint_or_G_ema))
         G_ema = build_generator(GeneratorConfig.from_dict(ckpt.meta["G_config"]))
         G_ema.load_state_dict(ckpt.module_state("G_ema"))
     G_ema = G_ema.eval().requires_grad_(False)
-    save_generator(G_ema, Path(path))  # type: ignore[arg-type]  # a gan.generator.Generator
+    save_generator(G_ema, Path(path))  # type: ignore[arg-type]  # save_generator checks it is a Generator
     return Path(path)

@@ -23,7 +23,7 @@ from gan.cli import main
 from gan.io.checkpoint import load_network
 from gan.training import checkpoint as ck
 from gan.training.dataset import ImageDataset
-from gan.training.loop import load_pickle_networks
+from gan.training.networks import read_resume_networks
 from gan.training.progress import read_stats
 
 OFFICIAL = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "official"
@@ -133,7 +133,7 @@ def test_prepare_fine_tune_export_generate(
 
     # What the step did: the architecture is the pickle's, not the preset's; the official resume changes
     # (faster ADA, no EMA ramp-up); G moved; D went on from the pickle's D rather than from scratch.
-    nets = load_pickle_networks(fixture / "network.pkl")
+    nets = read_resume_networks(fixture / "network.pkl")
     G_src = nets["G"] if "G" in nets else nets["G_ema"]
     assert final.meta["G_config"] == G_src.config.to_dict()  # type: ignore[union-attr]
     assert final.meta["preset"]["ada_kimg"] == 100.0 and final.meta["preset"]["ema_rampup"] is None

@@ -12,7 +12,9 @@ from train_helpers import tiny_options, write_image_folder
 
 from gan.errors import ConfigError
 from gan.training import checkpoint as ck
-from gan.training.loop import TrainOptions, TrainResult, frozen_discriminator_layers, sample_indices, train
+from gan.training.loop import TrainResult, sample_indices, train
+from gan.training.networks import frozen_discriminator_layers
+from gan.training.options import TrainOptions
 from gan.training.progress import read_stats
 
 

@@ -12,7 +12,8 @@ import pytest
 from train_helpers import tiny_options, write_image_folder
 
 from gan.errors import ConfigError
-from gan.training.loop import load_pickle_networks, train
+from gan.training.loop import train
+from gan.training.networks import read_resume_networks
 
 FIXTURES = sorted(
     Path(__file__).resolve().parents[4].joinpath("shared/fixtures/official").glob("*/network.pkl")
@@ -25,7 +26,7 @@ def test_fixtures_are_present() -> None:
 
 def test_fine_tune_at_another_resolution_fails_early(tmp_path: Path) -> None:
     pkl = FIXTURES[0]
-    config = load_pickle_networks(pkl)["G_ema"].config  # type: ignore[union-attr]
+    config = read_resume_networks(pkl)["G_ema"].config  # type: ignore[union-attr]
     data = write_image_folder(
         tmp_path / "data", count=4, resolution=config.img_resolution * 2, classes=config.c_dim
     )

@@ -19,7 +19,8 @@ from gan.errors import ConfigError, FormatError
 from gan.generator import build_generator
 from gan.metrics import compute_metrics
 from gan.training import checkpoint as ck
-from gan.training.loop import best_metric, train
+from gan.training.loop import train
+from gan.training.options import best_metric
 from gan.training.progress import read_stats
 from tests.gan.metrics.metrics_standin import write_standin
 

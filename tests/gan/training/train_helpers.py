@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan.training.loop import TrainOptions
+from gan.training.options import TrainOptions
 
 
 def write_image_folder(
