@@ -20,6 +20,8 @@ from api.metrics import install_metrics
 from api.middleware import BodySizeLimit
 from api.routes import health
 from api.routes.v1 import router as v1_router
+from worker.celery_app import make_celery
+from worker.db.session import make_engine, make_session_factory
 from worker.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -33,9 +35,6 @@ its `state` is `succeeded`, `failed` or `canceled`. Every error is `application/
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from worker.celery_app import make_celery
-    from worker.db.session import make_engine, make_session_factory
-
     settings = settings if settings is not None else get_settings()
     engine = make_engine(settings.effective_database_url)
 

@@ -15,12 +15,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.db.models import JOB_STATES, Job
+from worker.job_kinds import QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,6 @@ class JobsCollector(Collector):
         self.sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        import sqlalchemy as sa
-
-        from worker.db.models import JOB_STATES, Job
-        from worker.jobs import QUEUES
-
         depth = GaugeMetricFamily(
             "stylegan_queue_depth", "Jobs queued and not yet started, per queue.", labels=["queue"]
         )

@@ -44,7 +44,8 @@ from gan.training.loop import train
 from gan.training.presets import make_preset
 from worker.db.models import Dataset, Model
 from worker.demo_model import bundled_demo_path
-from worker.tasks.training import CANCEL_POLL_SECONDS, TrainingParams, provenance_note, training_options
+from worker.job_kinds import TrainingParams
+from worker.tasks.training import CANCEL_POLL_SECONDS, provenance_note, training_options
 
 
 def write_images(root: Path, count: int, resolution: int, seed: int = 0) -> Path:

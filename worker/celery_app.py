@@ -9,20 +9,19 @@ Messages are JSON and hold the job id only; the database row is the truth.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 from celery import Celery
 from kombu.entity import Queue
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from worker import jobs
 from worker.db.models import Job
-from worker.db.session import make_engine, make_session_factory
-from worker.embedded import embedded_broker_url
+from worker.db.session import make_engine, make_session_factory, process_sessions
+from worker.inference.tasks import register_inference_tasks
 from worker.settings import Settings
+from worker.tasks.run import execute_job
 from worker.tasks.webhook import register_webhook_task, relay_webhooks
 
 log = logging.getLogger(__name__)
@@ -34,29 +33,9 @@ TASK_NAME = "stylegan.run_job"
 VISIBILITY_TIMEOUT_S = 3600
 
 
-def broker_url(settings: Settings) -> str:
-    """The configured broker, or the embedded one for this data directory."""
-    return settings.broker_url if settings.broker_url is not None else embedded_broker_url(settings.data_dir)
-
-
-_process_sessions: dict[tuple[int, str], sessionmaker[Session]] = {}
-_process_lock = threading.Lock()
-
-
-def process_sessions(settings: Settings) -> sessionmaker[Session]:
-    """A session factory for this process, made after fork: a pooled connection must never be shared
-    between a prefork parent and its children."""
-    url = settings.effective_database_url
-    key = (os.getpid(), url)
-    with _process_lock:
-        if key not in _process_sessions:
-            _process_sessions[key] = make_session_factory(make_engine(url))
-        return _process_sessions[key]
-
-
 def make_celery(settings: Settings) -> Celery:
     """The Celery app for these settings, with the `stylegan.run_job` task registered."""
-    url = broker_url(settings)
+    url = settings.resolved_broker_url()
     app = Celery("stylegan", broker=url, set_as_current=False)
     transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     if url.startswith(("redis", "rediss")):
@@ -89,15 +68,11 @@ def make_celery(settings: Settings) -> Celery:
         name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
     )
     def run_job(self: Any, job_id: str) -> str:
-        from worker.tasks.run import execute_job
-
         worker_name = self.request.hostname or "worker"
-        return execute_job(settings, process_sessions(settings), job_id, worker_name)
+        return execute_job(settings, process_sessions(settings.effective_database_url), job_id, worker_name)
 
     register_webhook_task(app, settings)
     # Synchronous sampling (worker/inference/): `stylegan.render`, with its own result backend.
-    from worker.inference.tasks import register_inference_tasks
-
     register_inference_tasks(app, settings)
     return app
 

@@ -8,7 +8,6 @@ same sandboxed import as an upload, although the file is ours, so there is one w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db.models import Model
 from worker.model_import import ImportLimits, find_model, register_model
-from worker.storage import Storage
+from worker.storage import Storage, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +41,6 @@ def demo_clause() -> sa.ColumnElement[bool]:
     return sa.and_(Model.owner_key.is_(None), Model.source.startswith(DEMO_SOURCE_PREFIX))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def ensure_demo_model(
     session_factory: sessionmaker[Session],
     storage: Storage,
@@ -61,7 +52,7 @@ def ensure_demo_model(
     """Register the demo file at `path` unless it is already; None when `path` is None or absent."""
     if path is None or not path.is_file():
         return None
-    sha256 = _sha256(path)
+    sha256 = file_sha256(path)
     with session_factory() as session:
         existing = find_model(session, None, sha256)
         if existing is not None:

@@ -11,7 +11,7 @@ from kombu.connection import Connection
 
 from worker.db.migrate import head_revision
 from worker.db.session import make_engine, make_session_factory
-from worker.jobs import QUEUES
+from worker.job_kinds import QUEUES
 from worker.presence import live_workers, queues_without_worker
 from worker.settings import Settings
 from worker.storage import make_storage
@@ -38,11 +38,9 @@ def check_database(settings: Settings, engine: sa.Engine | None = None) -> tuple
 
 def check_broker(settings: Settings) -> tuple[bool, str]:
     """The broker accepts a connection (and, for Redis, answers PING)."""
-    from worker.celery_app import broker_url
-
     timeout = settings.broker_timeout_seconds
     try:
-        url = broker_url(settings)
+        url = settings.resolved_broker_url()
         if url.startswith(("redis://", "rediss://", "redis+socket://")):
             client = redis.Redis.from_url(
                 url.replace("redis+socket://", "unix://"),

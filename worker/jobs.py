@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -29,10 +29,8 @@ from sqlalchemy.orm import Session
 
 from worker.db.models import Job, utcnow
 from worker.events import add_event
+from worker.job_kinds import queue_for, validate_params
 from worker.webhooks import record_terminal
-
-QueueName = Literal["inference", "training"]
-QUEUES: tuple[QueueName, ...] = ("inference", "training")
 
 
 class JobState(StrEnum):
@@ -180,12 +178,10 @@ def submit_job(
 ) -> tuple[Job, bool]:
     """Like `create_job`, and also says whether the job is new (False: an idempotent replay).
 
-    The params are checked and normalised by the job kind (`worker.tasks.validate_params`) so no job
+    The params are checked and normalised by the job kind (`worker.job_kinds.validate_params`) so no job
     row can carry params its handler would refuse. `webhook_url` (already checked by the caller, see
     worker/net.py) is POSTed when the job ends (worker/webhooks.py).
     """
-    from worker.tasks import queue_for, validate_params
-
     clean = validate_params(kind, params)
     expected_queue = queue_for(kind, clean)
     if queue is not None and queue != expected_queue:
@@ -242,7 +238,7 @@ def create_job(
 
     `queue` defaults to the kind's queue and must agree with it when given. With an `idempotency_key`,
     the same key and request returns the existing job; the same key with another request raises
-    IdempotencyConflict. Raises `worker.tasks.InvalidJobParams` (a ValueError) for bad params.
+    IdempotencyConflict. Raises `worker.job_kinds.InvalidJobParams` (a ValueError) for bad params.
     """
     job, _ = submit_job(
         session,

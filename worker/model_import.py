@@ -35,15 +35,13 @@ from sqlalchemy.orm import Session
 from gan.errors import GanError
 from worker.db.models import Model
 from worker.inspect_model import ERROR_PREFIX, EXIT_MEMORY, EXIT_OK, EXIT_REFUSED
+from worker.job_kinds import MAX_NAME_LENGTH
 from worker.storage import Storage
 
 if TYPE_CHECKING:
     from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 200  # models.name is String(200)
-MAX_LICENSE_NOTE_LENGTH = 2000
 
 
 class ModelImportError(GanError):

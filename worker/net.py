@@ -46,7 +46,8 @@ def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeUrl(f"host {host!r} does not resolve: {exc}") from None
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    # sockaddr[0] is the address text (IPv6 with an optional %scope); typeshed allows an int for AF_UNIX.
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 def check_public_url(url: str, allow_private: bool) -> str:

@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from worker.db.models import WorkerPresence, utcnow
 from worker.db.session import make_engine, make_session_factory
-from worker.jobs import QUEUES
+from worker.job_kinds import QUEUES
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,14 +39,6 @@ PRUNE_WINDOWS = 20
 
 def liveness_window(settings: Settings) -> dt.timedelta:
     return dt.timedelta(seconds=MISSED_BEATS * settings.heartbeat_seconds)
-
-
-def device_name(device: torch.device) -> str:
-    """`cpu`, or `cuda:0 (NVIDIA H200)`: what a person needs to tell the GPU nodes apart."""
-    if device.type != "cuda":
-        return device.type
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @dataclass(frozen=True)

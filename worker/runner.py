@@ -8,15 +8,14 @@ import socket
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import torch
 from celery.signals import worker_ready, worker_shutdown
 
-from gan.errors import GanError
 from worker.celery_app import Reconciler, make_celery
 from worker.db.migrate import current_revision, head_revision
-from worker.inference.engine import resolve_inference_device, shared_cache
-from worker.jobs import QUEUES
-from worker.presence import Presence, WorkerInfo, device_name
+from worker.devices import DeviceUnavailable, device_for, device_name
+from worker.inference.engine import shared_cache
+from worker.job_kinds import QUEUES
+from worker.presence import Presence, WorkerInfo
 from worker.settings import Settings
 
 Pool = Literal["prefork", "threads"]
@@ -44,13 +43,10 @@ def worker_info(
 ) -> WorkerInfo:
     """What this worker reports in its presence row. Only a threads pool holds its models in this
     process (the inference worker's cache); prefork children load theirs out of the parent's sight."""
-    if "inference" in queues:
-        try:
-            device = resolve_inference_device(settings.inference_device)
-        except GanError as exc:
-            raise WorkerSetupError(f"STYLEGAN_INFERENCE_DEVICE={settings.inference_device}: {exc}") from None
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = device_for(settings, "inference" if "inference" in queues else "training")
+    except DeviceUnavailable as exc:
+        raise WorkerSetupError(str(exc)) from None
     loaded = shared_cache(settings).keys if pool == "threads" else list
     return WorkerInfo(
         name=hostname,

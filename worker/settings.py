@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.embedded import embedded_broker_url
+
 SQLITE_FILENAME = "stylegan.sqlite3"
 
 
@@ -253,6 +255,11 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url
         return f"sqlite:///{(self.data_dir.resolve() / SQLITE_FILENAME).as_posix()}"
+
+    def resolved_broker_url(self) -> str:
+        """The configured broker, or the embedded one for this data directory (whose port and password
+        `stylegan serve` keeps in a file there, so this reads it on every call)."""
+        return self.broker_url if self.broker_url is not None else embedded_broker_url(self.data_dir)
 
     @property
     def effective_reconcile_seconds(self) -> float:

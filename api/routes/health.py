@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api.deps import SettingsDep
 from api.errors import ProblemResponse, problem
 from api.schemas.common import problem_responses
+from worker.health import check_broker, check_database, check_storage, check_workers
 
 router = APIRouter(tags=["health"])
 
@@ -44,8 +45,6 @@ def healthz() -> dict[str, str]:
 def readyz(settings: SettingsDep) -> Any:
     # A sync route: the checks block (socket connects with timeouts), so FastAPI runs them in its
     # thread pool rather than on the event loop.
-    from worker.health import check_broker, check_database, check_storage, check_workers
-
     checks: dict[str, dict[str, Any]] = {}
     for name, check in (
         ("database", check_database),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD
-from worker.model_import import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
+from worker.job_kinds import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
     from worker.catalog import CatalogEntry

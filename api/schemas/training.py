@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD, JobOut, job_out
-from worker.tasks.training import TrainingParams
+from worker.job_kinds import TrainingParams
 
 if TYPE_CHECKING:
     from worker.db.models import Checkpoint, Job

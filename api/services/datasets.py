@@ -26,10 +26,11 @@ from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
 from api.services.webhooks import check_webhook_url
 from worker.db.models import Dataset, Job
+from worker.db.queries import load_visible, visible_to
+from worker.job_kinds import DatasetTransform
 from worker.settings import Settings
 from worker.storage import make_storage
 from worker.tasks.dataset_prepare import (
-    Transform,
     is_zip,
     pack_images,
     prepare_and_register,
@@ -121,7 +122,7 @@ def create_dataset(
     files: list[tuple[str, BinaryIO]],
     name: str | None,
     resolution: int | None,
-    transform: Transform,
+    transform: DatasetTransform,
     labels: str | None,
     owner_key: str | None,
     webhook_url: str | None = None,
@@ -190,15 +191,8 @@ def create_dataset(
     return row
 
 
-def visible_to(owner_key: str | None) -> list[sa.ColumnElement[bool]]:
-    """Rows a caller may read: everything with auth off; with a key, its own and the public ones."""
-    if owner_key is None:
-        return []
-    return [sa.or_(Dataset.owner_key == owner_key, Dataset.owner_key.is_(None))]
-
-
 def get_dataset(session: Session, dataset_id: str, *, owner_key: str | None) -> Dataset:
-    row = session.scalars(sa.select(Dataset).where(Dataset.id == dataset_id, *visible_to(owner_key))).first()
+    row = load_visible(session, Dataset, dataset_id, owner_key)
     if row is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
     return row
@@ -207,7 +201,7 @@ def get_dataset(session: Session, dataset_id: str, *, owner_key: str | None) -> 
 def list_datasets(
     session: Session, *, owner_key: str | None, limit: int, offset: int
 ) -> tuple[list[Dataset], int]:
-    filters = visible_to(owner_key)
+    filters = visible_to(Dataset, owner_key)
     total = session.scalar(sa.select(sa.func.count()).select_from(Dataset).where(*filters)) or 0
     rows = session.scalars(
         sa.select(Dataset)

@@ -19,9 +19,10 @@ from api.quotas import enforce_job_quota
 from api.schemas.jobs import JobCreate, JobStateName
 from api.services.webhooks import check_webhook_url
 from worker import jobs as job_states
+from worker.celery_app import enqueue
 from worker.db.models import Job
+from worker.job_kinds import InvalidJobParams, NotPublicJobKind, check_public_kind
 from worker.settings import Settings
-from worker.tasks import InvalidJobParams, NotPublicJobKind, check_public_kind
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def submit_job(
     idempotency_key: str | None,
 ) -> tuple[Job, bool]:
     """Queue a job; returns it and whether it was created (False: an Idempotency-Key replay)."""
-    from worker.celery_app import enqueue
-
     if job_states.queue_depth(session) >= settings.max_queue_depth:
         raise ServiceUnavailable(
             f"the job queue is full ({settings.max_queue_depth} jobs waiting, STYLEGAN_MAX_QUEUE_DEPTH); "

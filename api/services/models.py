@@ -36,10 +36,10 @@ from api.schemas.models import ModelImportRequest
 from api.services import jobs as jobs_service
 from worker.catalog import BUNDLED_CATALOG, CatalogEntry, UnknownCatalogEntry, catalog_entry, load_catalog
 from worker.db.models import Job, Model
-from worker.demo_model import demo_clause, is_demo
+from worker.db.queries import load_visible, visible_to
+from worker.demo_model import is_demo
+from worker.job_kinds import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
 from worker.model_import import (
-    MAX_LICENSE_NOTE_LENGTH,
-    MAX_NAME_LENGTH,
     ImportLimits,
     ModelImportError,
     default_name,
@@ -296,17 +296,10 @@ def start_import(
     )
 
 
-def visible_to(owner_key: str | None) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses for the models `owner_key` may see: its own and the demo (auth off: all)."""
-    if owner_key is None:
-        return []
-    return [sa.or_(Model.owner_key == owner_key, demo_clause())]
-
-
 def get_model(session: Session, model_id: str, *, owner_key: str | None) -> Model:
     """The model if this key may see it; NotFound otherwise (another key's model does not exist here).
     Other services (sampling, mixing, training) look models up through this."""
-    row = session.scalars(sa.select(Model).where(Model.id == model_id, *visible_to(owner_key))).first()
+    row = load_visible(session, Model, model_id, owner_key)
     if row is None:
         raise NotFound(f"no model with id {model_id!r}")
     return row
@@ -315,7 +308,7 @@ def get_model(session: Session, model_id: str, *, owner_key: str | None) -> Mode
 def list_models(
     session: Session, *, owner_key: str | None, limit: int, offset: int
 ) -> tuple[list[Model], int]:
-    where = visible_to(owner_key)
+    where = visible_to(Model, owner_key)
     total = session.scalar(sa.select(sa.func.count()).select_from(Model).where(*where)) or 0
     rows = session.scalars(
         sa.select(Model).where(*where).order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)

@@ -24,9 +24,10 @@ from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
 from api.services.webhooks import check_webhook_url
 from worker.db.models import Artifact, Job, Model
+from worker.job_kinds import PROJECTION_UPLOAD_PREFIX
 from worker.settings import Settings
 from worker.storage import Storage
-from worker.tasks.projection import UPLOAD_PREFIX, W_ARTIFACT
+from worker.tasks.projection import W_ARTIFACT
 
 KIND = "projection"
 # PIL format name -> file extension of the stored upload.
@@ -116,7 +117,7 @@ def create_projection(
     data, extension = read_target_image(image, settings)
     enforce_storage_quota(session, settings, owner_key, len(data), field="image")
 
-    key = f"{UPLOAD_PREFIX}/{hashlib.sha256(data).hexdigest()}.{extension}"
+    key = f"{PROJECTION_UPLOAD_PREFIX}/{hashlib.sha256(data).hexdigest()}.{extension}"
     if not storage.exists(key):
         storage.put_bytes(key, data)
     params = {

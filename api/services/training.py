@@ -16,29 +16,28 @@ from api.errors import InvalidRequest, NotFound
 from api.schemas.jobs import JobCreate
 from api.schemas.training import TrainingJobCreate
 from api.services import jobs as job_service
+from gan.training.presets import make_preset
 from worker.db.models import Checkpoint, Dataset, Job, Model
+from worker.db.queries import load_visible
 from worker.events import last_event
 from worker.settings import Settings
-from worker.tasks.training import visible
 
 
 def _dataset(session: Session, dataset_id: str, owner_key: str | None) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None or (owner_key is not None and not visible(row.owner_key, owner_key)):
+    row = load_visible(session, Dataset, dataset_id, owner_key)
+    if row is None:
         raise InvalidRequest(f"body dataset_id: no dataset with id {dataset_id!r}")
     return row
 
 
 def _model(session: Session, model_id: str, owner_key: str | None) -> Model:
-    row = session.get(Model, model_id)
-    if row is None or (owner_key is not None and not visible(row.owner_key, owner_key)):
+    row = load_visible(session, Model, model_id, owner_key)
+    if row is None:
         raise InvalidRequest(f"body base_model_id: no model with id {model_id!r}")
     return row
 
 
 def check_request(session: Session, request: TrainingJobCreate, owner_key: str | None) -> None:
-    from gan.training.presets import make_preset
-
     try:
         request.check_choice()
     except ValueError as exc:

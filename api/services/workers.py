@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api.schemas.workers import WorkerList, worker_out
-from api.services.models import visible_to
 from worker.db.models import Model
+from worker.db.queries import visible_to
 from worker.presence import live_workers
 from worker.settings import Settings
 
@@ -23,7 +23,7 @@ def list_workers(session: Session, settings: Settings, owner_key: str | None) ->
     if file_keys:
         rows = session.execute(
             sa.select(Model.file_key, Model.id)
-            .where(Model.file_key.in_(file_keys), *visible_to(owner_key))
+            .where(Model.file_key.in_(file_keys), *visible_to(Model, owner_key))
             .order_by(Model.created_at)
         )
         for file_key, model_id in rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from worker.tasks import JOB_KINDS, public_job_kinds
+from worker.job_kinds import JOB_KINDS, public_job_kinds
 
 INTERNAL_KINDS = sorted(name for name, entry in JOB_KINDS.items() if not entry.public)
 

@@ -19,7 +19,8 @@ from gan.training.dataset_prepare import prepare_dataset
 from gan.training.loop import train
 from worker.db.models import Dataset, Model
 from worker.demo_model import bundled_demo_path
-from worker.tasks.training import TrainingParams, provenance_note, training_options
+from worker.job_kinds import TrainingParams
+from worker.tasks.training import provenance_note, training_options
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ get the pixels they would get alone)."""
 
 from __future__ import annotations
 
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,13 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gan.config import GeneratorConfig, MappingConfig, StyleGAN2SynthesisConfig
 from gan.generator import Generator
 from gan.io.checkpoint import save_generator
+from gan.mixing import style_mix
 from worker.inference.batcher import MicroBatcher, SynthesisGroup
 from worker.inference.engine import ModelCache, ModelFileMissing, weights_bytes
-from worker.inference.render import decode_w, encode_image, encode_w, render
+from worker.inference.messages import (
+    ImageOptions,
+    MixRequest,
+    ModelRef,
+    SampleRequest,
+    SeedLatent,
+    WLatent,
+    WRequest,
+    encode_w,
+)
+from worker.inference.render import RenderError, decode_w, encode_image, render
 from worker.storage import LocalStorage
 
 
@@ -32,8 +45,10 @@ def tiny_generator(seed: int, c_dim: int = 0) -> Generator:
         synthesis=StyleGAN2SynthesisConfig(channel_base=128, channel_max=16),
     )
     G = Generator(config)
+    w_avg = G.mapping.w_avg
+    assert w_avg is not None
     with torch.no_grad():
-        G.mapping.w_avg.copy_(torch.randn_like(G.mapping.w_avg))  # away from 0, so psi matters
+        w_avg.copy_(torch.randn_like(w_avg))  # away from 0, so psi matters
     return G
 
 
@@ -147,67 +162,72 @@ def test_batcher_reports_a_failed_pass_to_every_caller(storage: LocalStorage) ->
         batcher.close()
 
 
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
 def test_render_sample_and_mix_match_the_library(storage: LocalStorage) -> None:
-    import io
-
-    from PIL import Image
-
-    from gan.mixing import style_mix
-
     cache = ModelCache(storage, "cpu", 2, 10**9)
     batcher = MicroBatcher(max_batch=4, max_wait_s=0.0)
-    model = {"file_key": "models/g2.safetensors"}
-    sampler = cache.get(model["file_key"]).sampler
+    model = ModelRef(file_key="models/g2.safetensors")
+    sampler = cache.get(model.file_key).sampler
     try:
-        out = render(
-            {"op": "sample", "model": model, "seed": 7, "psi": 0.5, "noise": "const", "format": "png"},
-            cache,
-            batcher,
-            30,
-        )
-        import base64
-
-        png = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["data"]))))
+        out = render(SampleRequest(model=model, image=ImageOptions(psi=0.5), seed=7), cache, batcher, 30)
+        png = _pixels(out.data)
         assert np.array_equal(png, sampler.images([7], psi=0.5)[0])
-        assert out["content_type"] == "image/png" and out["batch_size"] == 1 and out["width"] == 16
+        assert out.content_type == "image/png" and out.batch_size == 1 and out.width == 16
 
-        mixed = render(
-            {
-                "op": "mix",
-                "model": model,
-                "row": {"seed": 3},
-                "col": {"seed": 9},
-                "styles": "0-2",
-                "psi": 0.7,
-                "noise": "const",
-                "format": "png",
-            },
-            cache,
-            batcher,
-            30,
+        mix = MixRequest(
+            model=model,
+            image=ImageOptions(psi=0.7),
+            row=SeedLatent(seed=3),
+            col=SeedLatent(seed=9),
+            styles="0-2",
         )
         expected = style_mix(sampler, [3], [9], [0, 1, 2], psi=0.7)[(3, 9)]
-        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(mixed["data"]))))
+        got = _pixels(render(mix, cache, batcher, 30).data)
         assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
-        # A projected w renders as itself: the w of seed 7 gives seed 7's image.
+        # A projected w renders as itself: the w of seed 7 gives seed 7's image, alone or as a mix's row.
         w = sampler.ws_for_seeds([7], psi=0.5)[0].numpy()
-        from_w = render(
-            {"op": "w", "model": model, "w": encode_w(w), "noise": "const", "format": "png", "psi": 1.0},
-            cache,
-            batcher,
-            30,
+        from_w = render(WRequest(model=model, w=encode_w(w)), cache, batcher, 30)
+        assert np.array_equal(_pixels(from_w.data), png)
+        # (the column is seed 7 at the same psi, so the mix copies styles equal to the row's own)
+        w_row = mix.model_copy(
+            update={"row": WLatent.from_array(w), "col": SeedLatent(seed=7), "image": ImageOptions(psi=0.5)}
         )
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(from_w["data"])))), png)
+        assert np.array_equal(_pixels(render(w_row, cache, batcher, 30).data), png)
     finally:
         batcher.close()
 
 
-def test_w_encoding_round_trip_and_refusals() -> None:
+def test_render_refuses_what_the_model_cannot_do(storage: LocalStorage) -> None:
+    cache = ModelCache(storage, "cpu", 2, 10**9)
+    batcher = MicroBatcher(max_batch=4, max_wait_s=0.0)
+    model = ModelRef(file_key="models/g0.safetensors")
+    refused: list[tuple[SampleRequest | WRequest | MixRequest, str]] = [
+        (SampleRequest(model=model, seed=1, image=ImageOptions(translate=(0.1, 0.0))), "translate"),
+        (SampleRequest(model=model, seed=1, image=ImageOptions(class_idx=0)), "seed"),  # unconditional
+        (MixRequest(model=model, row=SeedLatent(seed=1), col=SeedLatent(seed=2), styles="fine"), "styles"),
+        (MixRequest(model=model, row=SeedLatent(seed=1), col=WLatent(w=b"\0" * 8), styles="0"), "col"),
+        (WRequest(model=model, w=b"\0" * 12), "w"),
+    ]
+    try:
+        for request, field in refused:
+            with pytest.raises(RenderError) as caught:
+                render(request, cache, batcher, 30)
+            assert caught.value.field == field, request
+    finally:
+        batcher.close()
+
+
+def test_w_decoding_round_trip_and_refusals() -> None:
     w = np.random.RandomState(0).randn(4, 16).astype(np.float32)
     assert np.array_equal(decode_w(encode_w(w), 4, 16, "row").numpy(), w)
-    with pytest.raises(Exception, match=r"\[5, 16\]"):
+    with pytest.raises(RenderError, match=r"\[5, 16\]"):
         decode_w(encode_w(w), 5, 16, "row")
+    with pytest.raises(RenderError, match="non-finite"):
+        decode_w(encode_w(np.full((4, 16), np.nan)), 4, 16, "row")
 
 
 @pytest.mark.parametrize("fmt, magic", [("png", b"\x89PNG"), ("jpg", b"\xff\xd8\xff"), ("webp", b"RIFF")])

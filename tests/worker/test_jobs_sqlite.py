@@ -12,8 +12,8 @@ from worker import jobs
 from worker.db.migrate import upgrade_head
 from worker.db.models import utcnow
 from worker.db.session import make_engine, make_session_factory
+from worker.job_kinds import InvalidJobParams, UnknownJobKind
 from worker.jobs import ALLOWED_TRANSITIONS, TERMINAL_STATES, JobState
-from worker.tasks import InvalidJobParams, UnknownJobKind
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import pytest
 from tests.quiet_http import QuietLog
 from worker.catalog import BUNDLED_CATALOG, load_catalog
 from worker.demo_model import bundled_demo_path
+from worker.job_kinds import ModelImportParams
 from worker.model_import import ImportLimits, ModelImportError, run_sandboxed_import
-from worker.tasks.model_import import MAX_REDIRECTS, ModelImportParams, download
+from worker.tasks.model_import import MAX_REDIRECTS, download
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official"
 BODY = bytes(range(256)) * 64  # 16 KiB

@@ -22,6 +22,7 @@ from worker.db.models import Job
 from worker.db.session import make_engine, make_session_factory
 from worker.settings import Settings
 from worker.storage import make_storage
+from worker.job_kinds import PROJECTION_UPLOAD_PREFIX
 from worker.tasks import projection
 from worker.tasks.run import execute_job
 
@@ -105,7 +106,7 @@ def test_the_projection_job_fails_fast_with_that_message(tmp_path: Path, closed_
     target = io.BytesIO()
     PIL.Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(target, format="PNG")
     data = target.getvalue()
-    image_key = f"{projection.UPLOAD_PREFIX}/{hashlib.sha256(data).hexdigest()}.png"
+    image_key = f"{PROJECTION_UPLOAD_PREFIX}/{hashlib.sha256(data).hexdigest()}.png"
     make_storage(settings).put_bytes(image_key, data)
     sessions = make_session_factory(make_engine(settings.effective_database_url))
     with sessions() as session:

@@ -11,6 +11,7 @@ import pytest
 
 from worker.celery_app import make_celery
 from worker.demo_model import bundled_demo_path
+from worker.inference.messages import ModelRef, SampleRequest
 from worker.inference.tasks import RENDER_TASK, TRACE_LOGGER
 from worker.settings import Settings
 from worker.storage import make_storage
@@ -26,22 +27,12 @@ def test_rendering_an_image_logs_no_image_bytes(tmp_path: Path, caplog: pytest.L
     key = "models/demo.safetensors"
     make_storage(settings).put_file(key, demo)
     app = make_celery(settings)
-    request = {
-        "op": "sample",
-        "model": {"file_key": key},
-        "seed": 7,
-        "psi": 1.0,
-        "cutoff": None,
-        "noise": "const",
-        "class": None,
-        "translate": None,
-        "rotate": None,
-        "format": "png",
-    }
+    request = SampleRequest(model=ModelRef(file_key=key), seed=7).model_dump(mode="json")
 
     caplog.set_level(logging.DEBUG)
     result = app.tasks[RENDER_TASK].apply(args=[request], task_id="render-1").get()
 
+    assert result["outcome"] == "image"
     png = base64.b64decode(result["data"])
     assert png.startswith(b"\x89PNG") and (result["width"], result["height"]) == (64, 64)
     success = [r for r in caplog.records if r.name == TRACE_LOGGER and "succeeded" in r.getMessage()]

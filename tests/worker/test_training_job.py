@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import jobs
 from worker.db.migrate import upgrade_head
 from worker.db.models import Dataset, JobEvent, Model
 from worker.db.session import make_engine, make_session_factory
+from worker.job_kinds import TrainingParams
 from worker.settings import Settings
 from worker.storage import LocalStorage
 from worker.tasks.context import JobContext
@@ -22,7 +24,6 @@ from worker.tasks.training import (
     CANCEL_POLL_SECONDS,
     PROGRESS_SECONDS,
     JobTrainingCallback,
-    TrainingParams,
     provenance_note,
     training_options,
 )
@@ -57,8 +58,17 @@ def running_job(sessions: sessionmaker[Session], tmp_path: Path, clock: FakeCloc
         with sessions() as session:
             jobs.set_progress(session, job_id, "w1", progress, detail)
 
-    ctx = JobContext(job_id=job_id, attempt=1, settings=Settings(data_dir=tmp_path), report_progress=report)
-    return JobTrainingCallback(ctx, sessions, LocalStorage(tmp_path / "files"), None, None, clock=clock)
+    ctx = JobContext(
+        job_id=job_id,
+        attempt=1,
+        settings=Settings(data_dir=tmp_path),
+        sessions=sessions,
+        storage=LocalStorage(tmp_path / "files"),
+        owner_key=None,
+        device=torch.device("cpu"),
+        report_progress=report,
+    )
+    return JobTrainingCallback(ctx, None, clock=clock)
 
 
 def test_the_job_runs_with_the_api_defaults_and_frequent_progress(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded rows usable after commit (jobs are returned to callers after it)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+_process_sessions: dict[tuple[int, str], sessionmaker[Session]] = {}
+_process_lock = threading.Lock()
+
+
+def process_sessions(url: str) -> sessionmaker[Session]:
+    """The session factory of this process for `url`, made on first use after a fork: a pooled
+    connection must never be shared between a prefork parent and its children."""
+    key = (os.getpid(), url)
+    with _process_lock:
+        if key not in _process_sessions:
+            _process_sessions[key] = make_session_factory(make_engine(url))
+        return _process_sessions[key]

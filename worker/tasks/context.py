@@ -1,4 +1,6 @@
-"""What a job handler sees while it runs: its params, a way to report progress, and cancellation."""
+"""What a job handler sees while it runs: where its data lives (sessions, storage), whose job it is,
+the device to compute on, a way to report progress, and cancellation. The runner (worker/tasks/run.py)
+builds it, so no handler makes its own sessions, storage or device choice."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from gan.errors import GanError
+from worker.db.queries import Row, load_visible
 from worker.settings import Settings
+from worker.storage import Storage
 
 
 class JobCanceled(Exception):
     """Raised inside a handler when its job was asked to stop; the runner records `canceled`."""
+
+
+class RowGone(GanError):
+    """A model or dataset the job names was deleted, or is not visible to the job's owner."""
 
 
 class JobAbandoned(Exception):
@@ -29,11 +41,23 @@ class JobContext:
     job_id: str
     attempt: int
     settings: Settings
+    sessions: sessionmaker[Session]
+    storage: Storage
+    # The key that queued the job (None with API keys off): the job sees what that key may see.
+    owner_key: str | None
+    device: torch.device
     report_progress: Callable[[float, Mapping[str, Any]], None]
     cancel_event: threading.Event = field(default_factory=threading.Event)
     lost_event: threading.Event = field(default_factory=threading.Event)
     # Set together with either event above, so that `sleep` wakes for both.
     wake_event: threading.Event = field(default_factory=threading.Event)
+
+    def load_visible(self, session: Session, row_type: type[Row], row_id: str) -> Row:
+        """The row the job works on, if its owner may use it (worker/db/queries.py); RowGone if not."""
+        row = load_visible(session, row_type, row_id, self.owner_key)
+        if row is None:
+            raise RowGone(f"{row_type.__tablename__.rstrip('s')} {row_id} no longer exists")
+        return row
 
     def signal_cancel(self) -> None:
         self.cancel_event.set()

@@ -11,10 +11,8 @@ and the inference worker's thread pool keeps serving samples beside it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
-import re
 import shutil
 import statistics
 import tempfile
@@ -22,23 +20,20 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
+import PIL.Image
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
+from gan.errors import ConfigError
+from gan.training.dataset_prepare import NoUsableImagesError, PrepareLimits, PrepareReport, prepare_dataset
+from worker.db.models import Dataset, new_id
+from worker.job_kinds import DatasetPrepareParams, DatasetTransform
+from worker.settings import Settings
+from worker.storage import Storage, file_sha256
 from worker.tasks.context import JobCanceled, JobContext
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from gan.training.dataset_prepare import PrepareLimits, PrepareReport
-    from worker.db.models import Dataset
-    from worker.settings import Settings
-    from worker.storage import Storage
-
-Transform = Literal["center-crop", "center-crop-wide", "pad"]
-UPLOAD_KEY = re.compile(r"^uploads/[0-9a-f]{32}/source\.zip$")
 # The smallest resolution the default picks: below it a GAN learns little worth sampling.
 MIN_DEFAULT_RESOLUTION = 32
 ProgressFn = Callable[[int, int], None]
@@ -52,36 +47,7 @@ def upload_key(token: str) -> str:
     return f"uploads/{token}/source.zip"
 
 
-class DatasetPrepareParams(BaseModel):
-    """What the API hands the job: where the staged upload is, and how to prepare it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    upload_key: str = Field(description="Storage key of the staged upload (uploads/<hex>/source.zip).")
-    name: str = Field(min_length=1, max_length=200)
-    resolution: int | None = Field(default=None, ge=4, le=8192)
-    transform: Transform = "center-crop"
-    labels: dict[str, Any] | None = None
-
-    @field_validator("upload_key")
-    @classmethod
-    def _staged(cls, key: str) -> str:
-        # Only keys the API itself made (an unguessable token): a job cannot be pointed at other files.
-        if not UPLOAD_KEY.match(key):
-            raise ValueError("must be a staged upload key uploads/<32 hex>/source.zip")
-        return key
-
-    @field_validator("resolution")
-    @classmethod
-    def _power_of_two(cls, value: int | None) -> int | None:
-        if value is not None and value & (value - 1):
-            raise ValueError(f"must be a power of two, got {value}")
-        return value
-
-
 def prepare_limits(settings: Settings) -> PrepareLimits:
-    from gan.training.dataset_prepare import PrepareLimits
-
     return PrepareLimits(
         max_files=settings.dataset_max_files,
         max_total_bytes=settings.dataset_max_uncompressed_bytes,
@@ -112,8 +78,6 @@ def default_resolution(source: Path, limits: PrepareLimits, max_resolution: int)
     [MIN_DEFAULT_RESOLUTION, max_resolution]: the prepared images are then downscaled, never blown up,
     for at least half of the set. Only image headers are read; entries the preparation would refuse
     (unsafe names, bombs, oversized) are skipped here too."""
-    import PIL.Image
-
     sides: list[int] = []
     with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(source) as zf:
         for info in zf.infolist()[: limits.max_files]:
@@ -152,14 +116,6 @@ def label_dim(prepared: Path) -> tuple[bool, int | None]:
     return True, max(int(v) for v in values) + 1
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def prepare_and_register(
     settings: Settings,
     session: Session,
@@ -168,7 +124,7 @@ def prepare_and_register(
     *,
     name: str,
     resolution: int | None,
-    transform: Transform,
+    transform: DatasetTransform,
     labels: dict[str, Any] | None,
     owner_key: str | None,
     job_id: str | None = None,
@@ -179,10 +135,6 @@ def prepare_and_register(
     Raises `gan.training.dataset_prepare.NoUsableImagesError` (a GanError, with the report) when every
     file was rejected, and GanError subclasses for bad labels or options; nothing is stored then.
     """
-    from gan.errors import ConfigError
-    from gan.training.dataset_prepare import prepare_dataset
-    from worker.db.models import Dataset, new_id
-
     limits = prepare_limits(settings)
     if resolution is None:
         resolution = default_resolution(source, limits, settings.max_resolution)
@@ -200,7 +152,7 @@ def prepare_and_register(
             id=dataset_id,
             name=name,
             file_key=key,
-            sha256=_sha256(dest),
+            sha256=file_sha256(dest),
             size_bytes=dest.stat().st_size,
             image_count=report.accepted,
             resolution=resolution,
@@ -237,14 +189,8 @@ def local_copy(storage: Storage, key: str) -> Iterator[Path]:
 def run_dataset_prepare(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Prepare a staged upload; result {dataset_id, image_count, rejected}. The upload is deleted once
     the outcome is final (a dataset, or a set with nothing usable), and kept for a retry otherwise."""
-    from gan.training.dataset_prepare import NoUsableImagesError
-    from worker.celery_app import process_sessions
-    from worker.db.models import Dataset, Job
-    from worker.storage import make_storage
-
     spec = DatasetPrepareParams.model_validate(params)
-    sessions = process_sessions(ctx.settings)
-    storage = make_storage(ctx.settings)
+    storage = ctx.storage
     last_report = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -254,9 +200,7 @@ def run_dataset_prepare(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
             last_report[0] = now
             ctx.report(0.99 * done / max(total, 1), {"files_done": done, "files_total": total})
 
-    with sessions() as session:
-        job = session.get(Job, ctx.job_id)
-        owner_key = job.owner_key if job is not None else None
+    with ctx.sessions() as session:
         existing = session.scalars(sa.select(Dataset).where(Dataset.job_id == ctx.job_id)).first()
         if existing is not None:  # an earlier attempt registered it and was lost before finishing
             return {
@@ -276,7 +220,7 @@ def run_dataset_prepare(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
                     resolution=spec.resolution,
                     transform=spec.transform,
                     labels=spec.labels,
-                    owner_key=owner_key,
+                    owner_key=ctx.owner_key,
                     job_id=ctx.job_id,
                     progress=progress,
                 )

@@ -7,49 +7,18 @@ The grid is stored as an Artifact (served by GET /v1/artifacts/{id}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from gan.errors import GanError
+from gan.mixing import mix_grid, parse_styles, style_bands, style_mix
+from worker.artifacts import store_artifact
+from worker.db.models import Model
+from worker.inference.engine import shared_cache
+from worker.inference.render import encode_image
+from worker.job_kinds import MixGridParams
 from worker.tasks.context import JobContext
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from worker.db.models import Model
-
-MAX_SEED = 2**32 - 1
 # The command's default --batch: the same batches give the same float summation order, so the same pixels.
 RENDER_BATCH = 8
-
-
-class MixGridParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str = Field(min_length=1, max_length=36)
-    rows: list[int] = Field(min_length=1, max_length=16)
-    cols: list[int] = Field(min_length=1, max_length=16)
-    styles: str = Field(default="0-6", min_length=1, max_length=200)
-    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
-    cutoff: int | None = Field(default=None, ge=1)
-    noise: Literal["const", "random", "none"] = "const"
-    class_idx: int | None = Field(default=None, ge=0)
-
-
-class ModelGone(GanError):
-    """The job's model was deleted (or never visible to the job's owner) before the job ran."""
-
-
-def job_model(session: Session, job_id: str, model_id: str) -> Model:
-    """The model row a job works on, visible to the job's owner only (as over HTTP)."""
-    from worker.db.models import Job, Model
-
-    job = session.get(Job, job_id)
-    model = session.get(Model, model_id)
-    if job is None or model is None or model.owner_key != job.owner_key:
-        raise ModelGone(f"model {model_id} no longer exists")
-    return model
 
 
 def artifact_result(artifact_id: str, content_type: str, size: int, **extra: Any) -> dict[str, Any]:
@@ -63,17 +32,9 @@ def artifact_result(artifact_id: str, content_type: str, size: int, **extra: Any
 
 
 def run_mix_grid(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from gan.mixing import mix_grid, parse_styles, style_bands, style_mix
-    from worker.artifacts import store_artifact
-    from worker.celery_app import process_sessions
-    from worker.inference.engine import shared_cache
-    from worker.inference.render import encode_image
-    from worker.storage import make_storage
-
     p = MixGridParams.model_validate(params)
-    sessions = process_sessions(ctx.settings)
-    with sessions() as session:
-        file_key = job_model(session, ctx.job_id, p.model_id).file_key
+    with ctx.sessions() as session:
+        file_key = ctx.load_visible(session, Model, p.model_id).file_key
     cells = len(p.rows) * len(p.cols)
     ctx.report(0.0, {"stage": "loading model", "cells": cells})
     sampler = shared_cache(ctx.settings).get(file_key).sampler
@@ -93,10 +54,10 @@ def run_mix_grid(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     grid = mix_grid(images, p.rows, p.cols)
     data = encode_image(grid, "png")
     ctx.report(0.9, {"stage": "storing", "cells": cells})
-    with sessions() as session:
+    with ctx.sessions() as session:
         artifact_id = store_artifact(
             session,
-            make_storage(ctx.settings),
+            ctx.storage,
             job_id=ctx.job_id,
             kind="image",
             name="grid.png",

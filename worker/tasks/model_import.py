@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import httpx
 
+from worker.job_kinds import ModelImportParams
 from worker.model_import import (
-    MAX_LICENSE_NOTE_LENGTH,
-    MAX_NAME_LENGTH,
     ImportLimits,
     ModelImportError,
     default_name,
@@ -31,6 +29,7 @@ from worker.model_import import (
     scratch_dir,
     scratch_file,
 )
+from worker.net import UnsafeUrl, check_public_url
 from worker.tasks.context import JobContext
 
 # Browsers and curl stop at 20 and 50; an honest download (CDN -> signed storage URL) needs two or three.
@@ -41,33 +40,6 @@ PROGRESS_INTERVAL_S = 0.5
 # The download is this share of the job's progress; the sandboxed import is the rest.
 DOWNLOAD_SHARE = 0.9
 _CHUNK = 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-class ModelImportParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(min_length=1, max_length=2000, description="http(s) URL of the network file.")
-    sha256: str | None = Field(default=None, description="Expected sha256 of the downloaded bytes.")
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
-    catalog: str | None = Field(default=None, max_length=100, description="The catalogue entry, if any.")
-    license_note: str | None = Field(default=None, min_length=1, max_length=MAX_LICENSE_NOTE_LENGTH)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        scheme = urllib.parse.urlsplit(url).scheme
-        if scheme not in ("http", "https"):
-            raise ValueError(f"only http and https URLs can be imported, got scheme {scheme or 'none'!r}")
-        return url
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256.match(value):
-            raise ValueError("must be 64 hexadecimal digits")
-        # Hex digits name the same bytes in either case; the comparison uses lower case.
-        return value.lower() if value is not None else None
 
 
 def url_filename(url: str) -> str:
@@ -87,10 +59,6 @@ def download(
     """Stream `url` into `dst`; returns (sha256, size). ModelImportError for a refused URL, an HTTP
     error, a body over `max_bytes` or a broken connection. `dst` may be left partial; the caller
     removes it."""
-    import httpx
-
-    from worker.net import UnsafeUrl, check_public_url
-
     current = url
     timeout = httpx.Timeout(timeout_seconds)
     try:
@@ -151,16 +119,8 @@ def _save_body(
 
 def run_model_import(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Download, check and import; the result names the model (`model_id`)."""
-    from worker.celery_app import process_sessions
-    from worker.db.models import Job
-    from worker.storage import make_storage
-
     request = ModelImportParams.model_validate(params)
     settings = ctx.settings
-    sessions = process_sessions(settings)
-    with sessions() as session:
-        job = session.get(Job, ctx.job_id)
-        owner_key = job.owner_key if job is not None else None
 
     def progress(done: int, total: int | None) -> None:
         fraction = DOWNLOAD_SHARE * done / total if total else 0.0
@@ -184,13 +144,13 @@ def run_model_import(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             )
         ctx.report(DOWNLOAD_SHARE, {"stage": "importing", "bytes": size, "total": size, "sha256": sha256})
         origin = request.catalog if request.catalog is not None else request.url
-        with sessions() as session:
+        with ctx.sessions() as session:
             model, created = register_model(
                 session,
-                make_storage(settings),
+                ctx.storage,
                 src=downloaded,
                 sha256=sha256,
-                owner_key=owner_key,
+                owner_key=ctx.owner_key,
                 name=request.name or request.catalog or default_name(url_filename(request.url), sha256),
                 source=f"import:{origin}",
                 limits=ImportLimits.from_settings(settings),

@@ -16,29 +16,31 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import numpy as np
+import PIL.Image
 
+from gan.errors import GanError
+from gan.io.checkpoint import load_generator
+from gan.metrics.detector import DownloadError
+from gan.perceptual import PerceptualDistance, SimpleFeatureDistance, load_vgg16_lpips
+from gan.projection import ProjectionStep, open_image, prepare_target, project, render_ws
+from gan.video import encode_video
+from worker.artifacts import store_artifact
+from worker.db.models import Model
+from worker.job_kinds import ProjectionParams
+from worker.settings import Settings
+from worker.storage import Storage
 from worker.tasks.context import JobContext
-
-if TYPE_CHECKING:
-    from gan.perceptual import PerceptualDistance
-    from worker.settings import Settings
-    from worker.storage import Storage
 
 # Progress rows per second at most; the last step is always written.
 REPORT_INTERVAL_S = 0.5
 # Frames per second of proj.mp4, as the official projector's video.
 VIDEO_FPS = 10
-# Uploaded targets live under this prefix, named by their sha256 (api/services/projections.py).
-UPLOAD_PREFIX = "uploads/projections"
-IMAGE_KEY_PATTERN = re.compile(rf"^{UPLOAD_PREFIX}/[0-9a-f]{{64}}\.(png|jpg|webp)$")
-MAX_SEED = 2**32 - 1
 
 # Artifact names, kinds and content types: one place, read by the API too.
 W_ARTIFACT = ("projected_w.npz", "projected_w", "application/octet-stream")
@@ -47,38 +49,13 @@ TARGET_ARTIFACT = ("target.png", "target", "image/png")
 VIDEO_ARTIFACT = ("proj.mp4", "video", "video/mp4")
 
 
-class ProjectionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str = Field(min_length=1, max_length=36)
-    image_key: str = Field(description="storage key of the uploaded target")
-    space: Literal["w", "w+"] = "w"
-    steps: int = Field(default=1000, ge=1, le=100_000)
-    seed: int = Field(default=303, ge=0, le=MAX_SEED)
-    save_video: bool = False
-    class_idx: int | None = Field(default=None, ge=0)
-
-    @field_validator("image_key")
-    @classmethod
-    def _uploaded_target(cls, key: str) -> str:
-        # Only the upload area: a job must not be pointed at another key's model or artifact file.
-        if not IMAGE_KEY_PATTERN.match(key):
-            raise ValueError(f"must be a projection upload key ({UPLOAD_PREFIX}/<sha256>.png|jpg|webp)")
-        return key
-
-
 def perceptual_distance(settings: Settings) -> PerceptualDistance:
     """The distance the settings name; VGG16 is loaded once per process and source.
 
     A VGG16 file that cannot be had (no STYLEGAN_VGG16_PATH, the URL unreachable: an offline machine)
     fails the job within about VGG16_DOWNLOAD_TIMEOUT_S, with the two settings that fix it named.
     """
-    from gan.errors import GanError
-    from gan.metrics.detector import DownloadError
-
     if settings.projection_distance == "simple":
-        from gan.perceptual import SimpleFeatureDistance
-
         return SimpleFeatureDistance()
     fix = (
         "set STYLEGAN_VGG16_PATH to a local copy of NVIDIA's vgg16.pt, or STYLEGAN_PROJECTION_DISTANCE=simple "
@@ -106,8 +83,6 @@ VGG16_DOWNLOAD_TIMEOUT_S = 10.0
 
 @functools.lru_cache(maxsize=2)
 def _vgg16(source: str, sha256: str | None, cache_dir: str) -> PerceptualDistance:
-    from gan.perceptual import load_vgg16_lpips
-
     return load_vgg16_lpips(
         source, sha256=sha256, cache_dir=Path(cache_dir), progress=False, timeout_s=VGG16_DOWNLOAD_TIMEOUT_S
     )
@@ -125,36 +100,16 @@ def _read_local(storage: Storage, key: str, stack: tempfile.TemporaryDirectory[s
 
 
 def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-    import PIL.Image
-    import torch
-
-    from gan.errors import GanError
-    from gan.io.checkpoint import load_generator
-    from gan.projection import ProjectionStep, open_image, prepare_target, project, render_ws
-    from worker.artifacts import store_artifact
-    from worker.celery_app import process_sessions
-    from worker.db.models import Job, Model
-    from worker.storage import make_storage
-
     p = ProjectionParams.model_validate(params)
-    settings = ctx.settings
-    storage = make_storage(settings)
-    sessions = process_sessions(settings)
-    with sessions() as session:
-        job = session.get(Job, ctx.job_id)
-        model = session.get(Model, p.model_id)
-        owner_key = job.owner_key if job is not None else None
+    settings, storage, device = ctx.settings, ctx.storage, ctx.device
+    with ctx.sessions() as session:
         # The API checked this too; a job row written another way must not reach another key's model.
-        if model is None or model.owner_key not in (None, owner_key):
-            raise GanError(f"model {p.model_id} does not exist (deleted after the projection was queued?)")
-        model_key = model.file_key
+        model_key = ctx.load_visible(session, Model, p.model_id).file_key
     if not storage.exists(p.image_key):
         raise GanError("the uploaded target image is no longer in storage; upload it again")
 
     # First: a VGG16 file that cannot be had fails the job before any model is loaded.
     perceptual = perceptual_distance(settings)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scratch = tempfile.TemporaryDirectory(prefix="projection-")
     try:
         G = load_generator(_read_local(storage, model_key, scratch)).to(device)
@@ -206,8 +161,6 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     outputs = [(W_ARTIFACT, w_file.getvalue()), (IMAGE_ARTIFACT, png(result.image))]
     outputs.append((TARGET_ARTIFACT, png(target.numpy())))
     if p.save_video:
-        from gan.video import encode_video
-
         assert result.w_steps is not None
         w_steps, target_np = result.w_steps, target.numpy()
 
@@ -222,7 +175,7 @@ def run_projection(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
     ctx.check()
     ids: dict[str, str] = {}
-    with sessions() as session:
+    with ctx.sessions() as session:
         for spec, data in outputs:
             name, kind, content_type = spec
             ids[kind] = store_artifact(

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from gan.errors import GanError
 from worker import jobs
 from worker.db.models import Job
+from worker.devices import device_for
 from worker.settings import Settings
-from worker.tasks import JOB_KINDS
+from worker.storage import make_storage
+from worker.tasks import HANDLERS
 from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
 from worker.tasks.probe import ProbeFailed
 
@@ -87,7 +89,16 @@ def execute_job(
             except jobs.LeaseLost:
                 ctx.signal_lost()
 
-    ctx = JobContext(job_id=job_id, attempt=job.attempts, settings=settings, report_progress=report)
+    ctx = JobContext(
+        job_id=job_id,
+        attempt=job.attempts,
+        settings=settings,
+        sessions=sessions,
+        storage=make_storage(settings),
+        owner_key=job.owner_key,
+        device=device_for(settings, job.queue),
+        report_progress=report,
+    )
     heartbeat = _Heartbeat(sessions, settings, ctx, worker_id)
     try:
         heartbeat.beat()  # picks up a cancel requested between claim and start
@@ -98,11 +109,11 @@ def execute_job(
 
 
 def _run_handler(sessions: sessionmaker[Session], job: Job, ctx: JobContext, worker_id: str) -> Outcome:
-    kind = JOB_KINDS.get(job.kind)
+    handler = HANDLERS.get(job.kind)
     try:
-        if kind is None:
+        if handler is None:
             raise GanError(f"job kind {job.kind!r} is not known to this worker (is it older than the API?)")
-        result = kind.handler(ctx, dict(job.params))
+        result = handler(ctx, dict(job.params))
     except JobCanceled:
         return _record(sessions, job.id, worker_id, "canceled")
     except JobAbandoned:

@@ -16,38 +16,32 @@ followed by the base model's own note (an NVIDIA licence stays with the weights 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
+from gan.errors import GanError
+from gan.io.checkpoint import convert_network, inspect_network
+from gan.training.loop import train
+from gan.training.options import TrainOptions
 from worker import jobs
+from worker.db.models import Artifact, Checkpoint, Dataset, Model
+from worker.events import add_event, append_event
+from worker.job_kinds import TrainingParams
+from worker.storage import Storage, file_sha256
 from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
-    from gan.training.loop import TrainOptions
-    from worker.db.models import Checkpoint, Dataset, Model
-    from worker.storage import Storage
+from worker.tasks.dataset_prepare import local_copy
 
 log = logging.getLogger(__name__)
 
-PresetName = Literal[
-    "auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "stylegan3-t", "stylegan3-r"
-]
-# The official metric names (gan.metrics.compute.parse_metric), checked here without importing torch.
-_METRIC = re.compile(r"^(fid|kid)\d+k(_full)?$|^pr\d+k\d+(_full)?$")
 # Stored checkpoints kept per job besides the newest (older ones are deleted as new ones arrive): a
 # resume needs only the last; a few more let a user go back past a collapse.
 KEEP_CHECKPOINTS = 3
@@ -60,101 +54,10 @@ CANCEL_POLL_SECONDS = 2.0
 PROGRESS_SECONDS = 5.0
 
 
-class TrainingParams(BaseModel):
-    """A training request, as stored in the job row. Defaults follow the official train.py where it has
-    one; `snap` is smaller, because a checkpoint is also what a replaced worker resumes from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset_id: str = Field(min_length=1, max_length=36)
-    base_model_id: str | None = Field(default=None, min_length=1, max_length=36)
-    cfg: PresetName | None = None
-    kimg: float = Field(default=1000.0, gt=0, le=100_000, allow_inf_nan=False)
-    batch: int | None = Field(default=None, ge=1, le=4096)
-    gamma: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    aug: Literal["ada", "fixed", "noaug"] = "ada"
-    target: float = Field(default=0.6, ge=0, le=1)
-    p: float | None = Field(default=None, ge=0, le=1)
-    mirror: bool = False
-    freezed: int = Field(default=0, ge=0, le=64)
-    snap: int = Field(default=10, ge=1, le=10_000)
-    tick: float = Field(default=4.0, gt=0, le=10_000, allow_inf_nan=False)
-    metrics: list[str] = Field(default_factory=list, max_length=8)
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    # Channel base/max of networks trained from scratch (demos, tests). When fine-tuning a base model
-    # without a D (every stored model is G only), D is built at the base G's; these override that.
-    cbase: int | None = Field(
-        default=None,
-        ge=16,
-        le=2**20,
-        description="Channel base (channels at r px: min(cbase / r, cmax)). Fine-tuning: D's only, which "
-        "otherwise takes the base generator's.",
-    )
-    cmax: int | None = Field(
-        default=None,
-        ge=8,
-        le=2048,
-        description="Channel maximum. Fine-tuning: D's only, which otherwise takes the base generator's.",
-    )
-    preview_images: int = Field(default=32, ge=1, le=256)
-
-    @field_validator("metrics")
-    @classmethod
-    def _metric_names(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not _METRIC.match(name):
-                raise ValueError(
-                    f"unknown metric {name!r}; expected e.g. fid50k_full, kid50k_full, pr50k3_full"
-                )
-        return names
-
-    @field_validator("p")
-    @classmethod
-    def _finite_p(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    def check_choice(self) -> None:
-        """The choices that involve two fields; the API calls this before writing the job row."""
-        if self.base_model_id is None and self.cfg is None:
-            raise ValueError("cfg: give base_model_id to fine-tune or cfg to train from scratch")
-        if self.aug == "fixed" and self.p is None:
-            raise ValueError("p: aug 'fixed' needs p, the augmentation probability")
-
-
 # --- reading the job's inputs --------------------------------------------------------------------------
 
 
-class TrainingInputError(Exception):
-    """The job's dataset or base model is gone or not the owner's; the message is for the user."""
-
-
-def visible(row_owner: str | None, owner_key: str | None) -> bool:
-    """A row is usable by `owner_key` if it is theirs or public (no owner; the embedded default's and
-    the bundled demo model's rows)."""
-    return row_owner is None or row_owner == owner_key
-
-
-def _inputs(session: Session, job_id: str, spec: TrainingParams) -> tuple[str | None, Dataset, Model | None]:
-    from worker.db.models import Dataset, Job, Model
-
-    job = session.get(Job, job_id)
-    owner_key = job.owner_key if job is not None else None
-    dataset = session.get(Dataset, spec.dataset_id)
-    if dataset is None or not visible(dataset.owner_key, owner_key):
-        raise TrainingInputError(f"dataset {spec.dataset_id} no longer exists")
-    model = None
-    if spec.base_model_id is not None:
-        model = session.get(Model, spec.base_model_id)
-        if model is None or not visible(model.owner_key, owner_key):
-            raise TrainingInputError(f"base model {spec.base_model_id} no longer exists")
-    return owner_key, dataset, model
-
-
 def last_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
-    from worker.db.models import Checkpoint
-
     return session.scalars(
         sa.select(Checkpoint)
         .where(Checkpoint.job_id == job_id)
@@ -163,17 +66,7 @@ def last_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
     ).first()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _local(storage: Storage, key: str, stack: ExitStack) -> Path:
-    from worker.tasks.dataset_prepare import local_copy
-
     return stack.enter_context(local_copy(storage, key))
 
 
@@ -188,17 +81,14 @@ class JobTrainingCallback:
     def __init__(
         self,
         ctx: JobContext,
-        sessions: sessionmaker[Session],
-        storage: Storage,
-        owner_key: str | None,
         resumed_from_kimg: float | None,
         clock: Callable[[], float] = time.monotonic,  # tests pass a fake one to step over the poll interval
     ) -> None:
         self.ctx = ctx
         self.clock = clock
-        self.sessions = sessions
-        self.storage = storage
-        self.owner_key = owner_key
+        self.sessions = ctx.sessions
+        self.storage = ctx.storage
+        self.owner_key = ctx.owner_key
         self.resumed_from_kimg = resumed_from_kimg
         self.preview_url: str | None = None
         self.preview_artifact_id: str | None = None
@@ -228,7 +118,6 @@ class JobTrainingCallback:
         return detail
 
     def _progress(self, fraction: float, detail: dict[str, Any]) -> None:
-        from worker.events import append_event
 
         self._check_lost()
         fraction = min(max(fraction, 0.0), 1.0)
@@ -269,8 +158,6 @@ class JobTrainingCallback:
         self._progress(float(progress["progress"]), detail)
 
     def on_preview(self, path: Path) -> None:
-        from worker.db.models import Artifact
-        from worker.events import add_event
 
         self._check_lost()
         # The loop names grids by whole kimg, so short ticks repeat a name: the key adds the attempt and
@@ -287,7 +174,7 @@ class JobTrainingCallback:
                 file_key=key,
                 content_type="image/png",
                 size_bytes=path.stat().st_size,
-                sha256=_file_sha256(path),
+                sha256=file_sha256(path),
                 owner_key=self.owner_key,
             )
             session.add(artifact)
@@ -303,8 +190,6 @@ class JobTrainingCallback:
             session.commit()
 
     def on_checkpoint(self, path: Path, kimg: float, metrics: dict[str, float]) -> None:
-        from worker.db.models import Checkpoint
-        from worker.events import add_event
 
         self._check_lost()
         key = self.storage.put_file(f"jobs/{self.ctx.job_id}/checkpoints/{path.name}", path)
@@ -313,7 +198,7 @@ class JobTrainingCallback:
                 job_id=self.ctx.job_id,
                 kimg=kimg,
                 file_key=key,
-                sha256=_file_sha256(path),
+                sha256=file_sha256(path),
                 size_bytes=path.stat().st_size,
                 metrics=dict(metrics),
             )
@@ -335,7 +220,6 @@ class JobTrainingCallback:
             self._prune(session)
 
     def _prune(self, session: Session) -> None:
-        from worker.db.models import Checkpoint
 
         rows = session.scalars(
             sa.select(Checkpoint)
@@ -376,8 +260,6 @@ def training_options(
     spec: TrainingParams, *, data: Path, outdir: Path, resume: Path | None, cond: bool
 ) -> TrainOptions:
     """The library options a training job runs with (also what scripts/measure_finetune.py measures)."""
-    from gan.training.loop import TrainOptions
-
     return TrainOptions(
         data=data,
         outdir=outdir,
@@ -418,20 +300,13 @@ def provenance_note(base: Model | None, dataset: Dataset, kimg: float) -> str:
 
 
 def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from gan.training.loop import train
-    from worker.celery_app import process_sessions
-    from worker.storage import make_storage
-
     spec = TrainingParams.model_validate(params)
-    sessions = process_sessions(ctx.settings)
-    storage = make_storage(ctx.settings)
+    sessions, storage = ctx.sessions, ctx.storage
     with sessions() as session:
-        try:
-            owner_key, dataset, model = _inputs(session, ctx.job_id, spec)
-        except TrainingInputError as exc:
-            from gan.errors import GanError
-
-            raise GanError(str(exc)) from None
+        dataset = ctx.load_visible(session, Dataset, spec.dataset_id)
+        model = None
+        if spec.base_model_id is not None:
+            model = ctx.load_visible(session, Model, spec.base_model_id)
         resume_row = last_checkpoint(session, ctx.job_id)
         session.expunge_all()
 
@@ -460,9 +335,7 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 resume=resume,
                 cond=bool(dataset.num_classes) and (model is None or model.c_dim > 0),
             )
-            callback = JobTrainingCallback(
-                ctx, sessions, storage, owner_key, resume_row.kimg if resume_row is not None else None
-            )
+            callback = JobTrainingCallback(ctx, resume_row.kimg if resume_row is not None else None)
             callback.start(resume_row.kimg if resume_row is not None else 0.0, spec.kimg)
             result = train(options, callback)
             if result.stopped:
@@ -470,17 +343,11 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     f"job {ctx.job_id} canceled at {result.kimg:.3f} kimg (final checkpoint kept)"
                 )
             if result.model is None:
-                from gan.errors import GanError
-
                 raise GanError("training ended without exporting a model")
-            model_id = _register_model(
-                ctx, sessions, storage, result.model, owner_key, model, dataset, result.kimg
-            )
+            model_id = _register_model(ctx, result.model, model, dataset, result.kimg)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     with sessions() as session:
-        from worker.db.models import Checkpoint
-
         kept = session.scalars(
             sa.select(Checkpoint.id).where(Checkpoint.job_id == ctx.job_id).order_by(Checkpoint.kimg)
         ).all()
@@ -488,19 +355,9 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _register_model(
-    ctx: JobContext,
-    sessions: sessionmaker[Session],
-    storage: Storage,
-    exported: Path,
-    owner_key: str | None,
-    base: Model | None,
-    dataset: Dataset,
-    kimg: float,
+    ctx: JobContext, exported: Path, base: Model | None, dataset: Dataset, kimg: float
 ) -> str:
     """Store G_ema as our generator file and add its Model row (once, even if this step is re-run)."""
-    from gan.io.checkpoint import convert_network, inspect_network
-    from worker.db.models import Model
-
     source = f"training:{ctx.job_id}"
     license_note = provenance_note(base, dataset, kimg)
     with tempfile.TemporaryDirectory(prefix="stylegan-export-") as tmp:
@@ -508,11 +365,11 @@ def _register_model(
             exported, Path(tmp) / "model.safetensors", license_note=license_note, source=source
         )
         info = inspect_network(final)
-        with sessions() as session:
+        with ctx.sessions() as session:
             existing = session.scalars(sa.select(Model).where(Model.source == source)).first()
             if existing is not None:
                 return existing.id
-            key = storage.put_file(f"models/{info.sha256}.safetensors", final)
+            key = ctx.storage.put_file(f"models/{info.sha256}.safetensors", final)
             name = (
                 f"{base.name} fine-tuned on {dataset.name}"
                 if base is not None
@@ -535,7 +392,7 @@ def _register_model(
                 num_params=info.num_params,
                 source=source,
                 license_note=license_note,
-                owner_key=owner_key,
+                owner_key=ctx.owner_key,
                 job_id=ctx.job_id,
             )
             session.add(row)

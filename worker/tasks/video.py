@@ -9,52 +9,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from gan.errors import GanError
+from gan.video import check_video_options, encode_video, walk_frames
+from worker.artifacts import store_artifact
+from worker.db.models import Model
+from worker.inference.engine import shared_cache
+from worker.job_kinds import VideoParams
 from worker.tasks.context import JobContext
+from worker.tasks.mix_grid import artifact_result
 
 REPORT_INTERVAL_S = 0.25
 RENDER_BATCH = 8
 CONTENT_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
 
 
-class VideoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_id: str = Field(min_length=1, max_length=36)
-    seeds: list[int] = Field(min_length=1, max_length=64)
-    frames: int = Field(default=60, ge=1)
-    fps: float = Field(default=30.0, gt=0, le=120, allow_inf_nan=False)
-    space: Literal["w", "z"] = "w"
-    format: Literal["mp4", "gif", "webp"] = "mp4"
-    loop: bool = False
-    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
-    cutoff: int | None = Field(default=None, ge=1)
-    noise: Literal["const", "random", "none"] = "const"
-    class_idx: int | None = Field(default=None, ge=0)
-    translate: tuple[tuple[float, float], tuple[float, float]] | None = None
-    rotate: tuple[float, float] | None = None
-
-
 def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from gan.video import check_video_options, encode_video, walk_frames
-    from worker.artifacts import store_artifact
-    from worker.celery_app import process_sessions
-    from worker.inference.engine import shared_cache
-    from worker.storage import make_storage
-    from worker.tasks.mix_grid import artifact_result, job_model
-
     p = VideoParams.model_validate(params)
     if p.frames > ctx.settings.video_max_frames:
         raise GanError(f"frames: {p.frames} is over the limit of {ctx.settings.video_max_frames}")
     check_video_options(p.format, p.fps)
-    sessions = process_sessions(ctx.settings)
-    with sessions() as session:
-        file_key = job_model(session, ctx.job_id, p.model_id).file_key
+    with ctx.sessions() as session:
+        file_key = ctx.load_visible(session, Model, p.model_id).file_key
     ctx.report(0.0, {"stage": "loading model", "frame": 0, "frames": p.frames})
     sampler = shared_cache(ctx.settings).get(file_key).sampler
     frames = walk_frames(
@@ -72,10 +51,10 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         batch_size=RENDER_BATCH,
     )
     data = encode_video(_reporting(frames, ctx, p.frames), p.format, p.fps)
-    with sessions() as session:
+    with ctx.sessions() as session:
         artifact_id = store_artifact(
             session,
-            make_storage(ctx.settings),
+            ctx.storage,
             job_id=ctx.job_id,
             kind="video",
             name=f"video.{p.format}",

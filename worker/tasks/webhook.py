@@ -11,7 +11,9 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session
 
+from worker.db.session import process_sessions
 from worker.settings import Settings
+from worker.webhooks import deliver, dispatch_due
 
 DELIVER_TASK_NAME = "stylegan.deliver_webhook"
 WEBHOOK_QUEUE = "inference"
@@ -24,15 +26,11 @@ def register_webhook_task(app: Celery, settings: Settings) -> None:
         name=DELIVER_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True
     )
     def deliver_webhook(delivery_id: str, attempts: int) -> str:
-        from worker.celery_app import process_sessions
-        from worker.webhooks import deliver
-
-        return deliver(settings, process_sessions(settings), delivery_id, attempts)
+        return deliver(settings, process_sessions(settings.effective_database_url), delivery_id, attempts)
 
 
 def relay_webhooks(session: Session, celery_app: Celery, settings: Settings) -> list[str]:
     """Send every due delivery to the delivery task; run by each worker's reconciler loop."""
-    from worker.webhooks import dispatch_due
 
     def send(delivery_id: str, attempts: int) -> None:
         kwargs: dict[str, Any] = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0}}
