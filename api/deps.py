@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -61,6 +61,36 @@ def get_owner(request: Request, settings: Annotated[Settings, Depends(get_app_se
     if not matched:
         raise Unauthorized("the API key is not valid")
     return owner_key_for(token)
+
+
+# Retry-safe submission on every job-creating route: the same key and body give the same job back (200),
+# the same key with another body is a 422.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe submission: the same key and body return the same job (200); the same key "
+        "with another body is 422. A job refused for want of a broker (503) frees its key for the retry.",
+        examples=["3b1f2c62-order-42"],
+    ),
+]
+
+
+def accepted_responses(model: type[BaseModel], what: str) -> dict[int | str, dict[str, object]]:
+    """The OpenAPI answers of a route that queues a job (see `accepted`)."""
+    return {
+        200: {"model": model, "description": "Replay of an earlier request with the same Idempotency-Key."},
+        202: {"model": model, "description": f"{what} was queued; poll the `Location`."},
+    }
+
+
+def accepted(response: Response, created: bool, location: str) -> None:
+    """The one answer of every route that queues a job: 202 Accepted with the job's `Location`, or 200
+    when an Idempotency-Key replays an earlier request (nothing new was queued)."""
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    response.headers["Location"] = location
 
 
 def declared_query_params(route: APIRoute) -> frozenset[str]:

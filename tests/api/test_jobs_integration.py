@@ -64,7 +64,7 @@ def test_probe_runs_on_a_real_worker_over_redis(
     worker = worker_processes.spawn(settings_env(**service_settings), queues="inference")
 
     response = http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.5}})
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     created = response.json()
     assert created["state"] == "queued" and response.headers["location"] == f"/v1/jobs/{created['id']}"
 
@@ -82,7 +82,7 @@ def test_probe_runs_on_a_real_worker_over_redis(
 def test_idempotency_key_replay_and_conflict(http: TestClient) -> None:
     body = {"kind": "probe", "params": {"seconds": 1}}
     first = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "order-42"})
-    assert first.status_code == 201
+    assert first.status_code == 202
     replay = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "order-42"})
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
     # The same request with its defaults spelled out is the same request.
@@ -97,7 +97,7 @@ def test_idempotency_key_replay_and_conflict(http: TestClient) -> None:
     assert "Idempotency-Key" in conflict.json()["detail"] and "order-42" in conflict.json()["detail"]
 
     other = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": "order-43"})
-    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
     assert http.get("/v1/jobs").json()["total"] == 2
 
 
@@ -112,7 +112,7 @@ def test_idempotency_keys_are_per_api_key(
     b = http.post(
         "/v1/jobs", json=body, headers={"Idempotency-Key": "k1", "Authorization": f"Bearer {KEY_B}"}
     )
-    assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
+    assert a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"]
 
 
 def test_cancel_queued_then_a_worker_drops_it(

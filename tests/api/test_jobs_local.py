@@ -96,7 +96,7 @@ def test_a_key_whose_first_attempt_hit_a_dead_broker_can_be_retried(
     celery = client.app.state.celery  # type: ignore[attr-defined]
     monkeypatch.setattr(celery, "send_task", lambda name, args, **options: sent.append(args))
     retry = client.post("/v1/jobs", json=request, headers=headers)
-    assert retry.status_code == 201, retry.text
+    assert retry.status_code == 202, retry.text
     job = retry.json()
     assert job["id"] != failed["id"] and job["state"] == "queued"
     assert sent == [[job["id"]]]
@@ -110,3 +110,27 @@ def test_a_key_whose_first_attempt_hit_a_dead_broker_can_be_retried(
     # The failed attempt stays visible with its reason.
     states = {item["id"]: item["state"] for item in client.get("/v1/jobs").json()["items"]}
     assert states == {failed["id"]: "failed", job["id"]: "queued"}
+
+
+def test_every_route_that_queues_a_job_documents_the_same_answer(client: TestClient) -> None:
+    """202 with a Location for a new job and 200 for an Idempotency-Key replay, on every such route."""
+    spec = client.get("/openapi.json").json()
+    queuing = {
+        path: operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method == "post" and "202" in operation["responses"]
+    }
+    assert {"/v1/jobs", "/v1/training-jobs", "/v1/models/{model_id}/projections"} <= set(queuing)
+    for path, operation in queuing.items():
+        assert "201" not in operation["responses"] or path in {"/v1/models", "/v1/datasets"}, path
+        headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert "Idempotency-Key" in headers or path == "/v1/datasets", f"{path} takes no Idempotency-Key"
+
+
+def test_a_queued_job_is_202_with_its_location(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    monkeypatch.setattr(celery, "send_task", lambda name, args, **options: None)
+    response = client.post("/v1/jobs", json={"kind": "probe", "params": {}})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"

@@ -38,7 +38,7 @@ def test_active_job_quota_is_429_with_retry_after(
     ids = []
     for _ in range(2):
         response = client.post("/v1/jobs", json=probe, headers=auth(KEY_A))
-        assert response.status_code == 201, response.text
+        assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
 
     refused = client.post("/v1/jobs", json=probe, headers=auth(KEY_A))
@@ -50,10 +50,10 @@ def test_active_job_quota_is_429_with_retry_after(
     assert client.get("/v1/jobs", headers=auth(KEY_A)).json()["total"] == 2, "nothing written"
 
     # The quota is per key: B is not affected by A's jobs.
-    assert client.post("/v1/jobs", json=probe, headers=auth(KEY_B)).status_code == 201
+    assert client.post("/v1/jobs", json=probe, headers=auth(KEY_B)).status_code == 202
     # A finished (here: canceled) job frees its slot.
     assert client.post(f"/v1/jobs/{ids[0]}/cancel", headers=auth(KEY_A)).status_code == 200
-    assert client.post("/v1/jobs", json=probe, headers=auth(KEY_A)).status_code == 201
+    assert client.post("/v1/jobs", json=probe, headers=auth(KEY_A)).status_code == 202
     assert client.post("/v1/jobs", json=probe, headers=auth(KEY_A)).status_code == 429
 
 
@@ -61,7 +61,7 @@ def test_active_job_quota_is_429_with_retry_after(
 def test_no_job_quota_without_api_keys(make_client: Callable[..., TestClient], redis_url: str) -> None:
     client = make_client(broker_url=redis_url, quota_max_active_jobs=1)
     for _ in range(3):
-        assert client.post("/v1/jobs", json={"kind": "probe"}).status_code == 201
+        assert client.post("/v1/jobs", json={"kind": "probe"}).status_code == 202
 
 
 def _png(size: int) -> bytes:

@@ -132,7 +132,7 @@ def test_serve_runs_a_probe_and_stops_cleanly(data_dir: Path, serve_log: Path) -
     assert data_dir.joinpath("broker").is_dir(), "the embedded broker lives in the data directory"
 
     created = serve.http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.5}})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     job_id = created.json()["id"]
     job = wait_for(lambda: (j := serve.job(job_id))["state"] == "succeeded" and j, 60, "the probe to succeed")
     worker_pid = job["result"]["pid"]

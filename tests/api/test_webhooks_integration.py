@@ -78,7 +78,7 @@ def test_webhook_delivered_signed_after_a_retry(
 ) -> None:
     worker_processes.spawn(settings_env(**service_settings), queues="inference")
     created = http.post("/v1/jobs", json={"kind": "probe", "params": {}, "webhook_url": receiver.url})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     job_id = created.json()["id"]
     assert created.json()["webhook_url"] == receiver.url
 

@@ -4,37 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    IdempotencyKey,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    accepted,
+    accepted_responses,
+)
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobCreate, JobList, JobOut, JobStateName, job_out
 from api.services import jobs as service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401))
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="Retry-safe submission: the same key and body return the same job; "
-        "the same key with another body is 422.",
-        examples=["3b1f2c62-order-42"],
-    ),
-]
-
 
 @router.post(
     "",
-    status_code=status.HTTP_201_CREATED,
+    status_code=status.HTTP_202_ACCEPTED,
     summary="Queue a job",
-    responses={
-        200: {"model": JobOut, "description": "Replay of an earlier request with the same Idempotency-Key."},
-        201: {"description": "The job was created and queued."},
-        **problem_responses(413, 422, 429, 503),
-    },
+    responses={**accepted_responses(JobOut, "The job"), **problem_responses(413, 422, 429, 503)},
 )
 def submit_job(
     body: JobCreate,
@@ -48,9 +40,7 @@ def submit_job(
     job, created = service.submit_public_job(
         session, celery, settings, request=body, owner_key=owner, idempotency_key=idempotency_key
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    accepted(response, created, f"/v1/jobs/{job.id}")
     return job_out(job)
 
 

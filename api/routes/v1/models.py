@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep, get_owner
+from api.deps import CeleryDep, IdempotencyKey, OwnerDep, SessionDep, SettingsDep, accepted, get_owner
 from api.errors import InvalidRequest, describe_validation_errors
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobOut, job_out
@@ -88,9 +88,7 @@ async def create_model(
     settings: SettingsDep,
     owner: OwnerDep,
     content_type: Annotated[str, Header(alias="Content-Type")] = "",
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
@@ -117,10 +115,9 @@ async def create_model(
                 idempotency_key=idempotency_key,
             )
         )
-        code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-        return JSONResponse(
-            job_out(job).model_dump(mode="json"), status_code=code, headers={"Location": f"/v1/jobs/{job.id}"}
-        )
+        answer = JSONResponse(job_out(job).model_dump(mode="json"))
+        accepted(answer, created, f"/v1/jobs/{job.id}")
+        return answer
     raise service.UnsupportedMediaType(
         f"header Content-Type: expected multipart/form-data (upload a file) or application/json "
         f"(catalogue or URL import), got {media_type or 'none'!r}"

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
-from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    IdempotencyKey,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    accepted,
+    accepted_responses,
+)
 from api.schemas.common import problem_responses
 from api.schemas.projections import ProjectionOut, projection_out
 from api.services import projections as service
+from gan.vocabulary import MAX_SEED
 from worker.storage import make_storage
-from worker.tasks.projection import MAX_SEED
 
 router = APIRouter(tags=["projections"], responses=problem_responses(401))
 
@@ -27,11 +35,7 @@ router = APIRouter(tags=["projections"], responses=problem_responses(401))
     "as the model saw it (`target.png`) and, with `save_video`, `proj.mp4`. A finished projection "
     "renders at `render_url` and mixes with seeds via `mix.png?row=w:{id}`.",
     responses={
-        200: {
-            "model": ProjectionOut,
-            "description": "Replay of an earlier request with the same Idempotency-Key.",
-        },
-        202: {"description": "The projection job was queued."},
+        **accepted_responses(ProjectionOut, "The projection job"),
         **problem_responses(404, 413, 422, 429, 503),
     },
 )
@@ -66,9 +70,7 @@ def create_projection(
             examples=["https://example.com/hooks/stylegan"],
         ),
     ] = None,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ProjectionOut:
     job, created = service.create_projection(
         session,
@@ -86,9 +88,7 @@ def create_projection(
         webhook_url=webhook_url,
         idempotency_key=idempotency_key,
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/projections/{job.id}"
+    accepted(response, created, f"/v1/projections/{job.id}")
     return projection_out(job)
 
 

@@ -8,26 +8,22 @@ tick), `POST /v1/jobs/{id}/cancel` stops it after the training step under way, w
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Header, Response, status
-
-from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    IdempotencyKey,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    accepted,
+    accepted_responses,
+)
 from api.schemas.common import problem_responses
 from api.schemas.training import TrainingJobCreate, TrainingJobOut, training_job_out
 from api.services import training as service
 
 router = APIRouter(prefix="/training-jobs", tags=["training"], responses=problem_responses(401))
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="The same key and body return the same job; the same key with another body is 422.",
-    ),
-]
 
 
 @router.post(
@@ -40,14 +36,7 @@ IdempotencyKey = Annotated[
         "`GET /v1/training-jobs/{id}` or the event stream. When it succeeds, `result.model_id` is a new "
         "model ready to sample."
     ),
-    responses={
-        200: {
-            "model": TrainingJobOut,
-            "description": "Replay of an earlier request with the same Idempotency-Key.",
-        },
-        202: {"description": "The training job was queued."},
-        **problem_responses(422, 503),
-    },
+    responses={**accepted_responses(TrainingJobOut, "The training job"), **problem_responses(422, 503)},
 )
 def submit_training(
     body: TrainingJobCreate,
@@ -61,9 +50,7 @@ def submit_training(
     job, created = service.submit_training(
         session, celery, settings, request=body, owner_key=owner, idempotency_key=idempotency_key
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/training-jobs/{job.id}"
+    accepted(response, created, f"/v1/training-jobs/{job.id}")
     return training_job_out(*service.training_view(session, job.id, owner_key=owner))
 
 
