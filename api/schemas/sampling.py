@@ -1,8 +1,10 @@
 """Wire format of sampling, mixing, mix grids and videos.
 
-Query parameters of the synchronous images are plain FastAPI parameters (api/routes/v1/images.py);
-the job requests are these bodies. Defaults follow the official scripts except psi: over HTTP it is 0.7,
-the truncation that "this person does not exist" style sampling uses (the commands default to 1).
+The synchronous images take their options as query parameters, declared once here as query models
+(`ImageQuery`, `ProjectionImageQuery`, `MixQuery`, used as `Annotated[..., Query()]`; FastAPI lists each
+field as a query parameter in OpenAPI); the job requests are the bodies below. Defaults follow the
+official scripts except psi: over HTTP it is 0.7, the truncation that "this person does not exist" style
+sampling uses (the commands default to 1).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD
+from gan.errors import ConfigError
+from gan.vocabulary import NoiseMode, check_seed
 
-MAX_SEED = 2**32 - 1  # np.random.RandomState accepts [0, 2**32)
 # Truncation beyond +-2 extrapolates far outside anything the generator was trained to produce.
 PSI_MIN, PSI_MAX = -2.0, 2.0
 DEFAULT_PSI = 0.7
@@ -23,9 +26,59 @@ MAX_GRID_SIDE = 16
 MAX_WALK_SEEDS = 64
 MAX_FPS = 120.0
 
-ImageFormat = Literal["png", "jpg", "webp"]
-NoiseModeName = Literal["const", "random", "none"]
-Seed = int
+
+# --- query models of the synchronous images --------------------------------------------------------------
+# No extra="forbid" here: unknown query parameters are refused app-wide, with a detail listing the
+# route's own (api.deps.reject_unknown_query_params, which reads these models' fields by alias).
+
+
+class _NoiseQuery(BaseModel):
+    noise: NoiseMode = Field(
+        default="const", description="Noise inputs: const, random (seeded by the image's seed) or none."
+    )
+
+
+class _TransformQuery(BaseModel):
+    # A string, parsed by the service, so that a malformed pair is a 422 saying what a pair looks like.
+    translate: str | None = Field(
+        default=None, max_length=100, description="StyleGAN3 only: `x,y`.", examples=["0.3,-0.1"]
+    )
+    rotate: float | None = Field(default=None, allow_inf_nan=False, description="StyleGAN3 only: degrees.")
+
+
+class _TruncationQuery(BaseModel):
+    psi: float = Field(
+        default=DEFAULT_PSI, ge=PSI_MIN, le=PSI_MAX, allow_inf_nan=False, description="Truncation psi."
+    )
+    cutoff: int | None = Field(
+        default=None, ge=1, description="Truncate only the first `cutoff` ws (default: all)."
+    )
+    class_idx: int | None = Field(
+        default=None, alias="class", ge=0, description="Class, for conditional models only."
+    )
+
+
+class ImageQuery(_TransformQuery, _NoiseQuery, _TruncationQuery):
+    """The options of a seed's image: truncation, noise and the StyleGAN3 input transform."""
+
+
+class ProjectionImageQuery(_TransformQuery, _NoiseQuery):
+    """A projected w is rendered as it is: no truncation, no class (both are in the w already)."""
+
+
+class MixQuery(_NoiseQuery, _TruncationQuery):
+    """Style mixing of two latents, each a seed or `w:<projection id>`."""
+
+    row: str = Field(max_length=50, description="A seed or `w:<projection id>`.", examples=["42"])
+    col: str = Field(max_length=50, description="A seed or `w:<projection id>`.", examples=["1234"])
+    styles: str = Field(
+        default="coarse",
+        max_length=200,
+        description="ws indices from `col`: `0-3`, `0,1,5-7`, `coarse`, `middle`, `fine`.",
+    )
+
+
+# --- job bodies -----------------------------------------------------------------------------------------
 
 
 def _finite(value: float) -> float:
@@ -41,9 +94,7 @@ class _Truncation(BaseModel):
     cutoff: int | None = Field(
         default=None, ge=1, description="Truncate only the first `cutoff` ws (default: all)."
     )
-    noise: NoiseModeName = Field(
-        default="const", description="Noise inputs (StyleGAN2; no effect on StyleGAN3)."
-    )
+    noise: NoiseMode = Field(default="const", description="Noise inputs (StyleGAN2; no effect on StyleGAN3).")
     class_idx: int | None = Field(
         default=None, ge=0, alias="class", description="Class index; required by conditional models only."
     )
@@ -75,8 +126,10 @@ class MixGridCreate(_Truncation):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         for seed in seeds:
-            if not 0 <= seed <= MAX_SEED:
-                raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, {MAX_SEED}]")
+            try:
+                check_seed(seed)
+            except ConfigError as exc:  # pydantic reports ValueError only; anything else would be a 500
+                raise ValueError(str(exc)) from None
         return seeds
 
 

@@ -3,8 +3,9 @@
 A synchronous request is checked here against the model's row (class, cutoff, StyleGAN3-only options,
 resolution limit), so a bad parameter is a 422 naming it without any worker involved; then it passes
 the per-key rate limit and the per-process in-flight cap, goes to the inference queue as one
-`stylegan.render` task, and waits for its image (worker/inference/). Broker down, no worker answering
-in time, or a worker failure are 503 with Retry-After, never a hang or a 500.
+`stylegan.render` task carrying a `worker.inference.messages` request, and waits for its image
+(worker/inference/). Broker down, no worker answering in time, or a worker failure are 503 with
+Retry-After, never a hang or a 500.
 
 Caching: a seed (or projection) request always renders the same pixels (noise "random" is seeded from
 the image's seed, see gan.sampling.Sampler), so its ETag is a hash of what decides the pixels: the
@@ -15,7 +16,6 @@ work is queued.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -23,23 +23,51 @@ import math
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import numpy as np
+from fastapi import FastAPI
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable
+from api.metrics import observe_batch_size
 from api.ratelimit import InFlightLimit, RateLimiter
-from api.schemas.sampling import MAX_SEED, PSI_MAX, PSI_MIN, MixGridCreate, VideoCreate
+from api.schemas.sampling import (
+    PSI_MAX,
+    PSI_MIN,
+    ImageQuery,
+    MixGridCreate,
+    MixQuery,
+    ProjectionImageQuery,
+    VideoCreate,
+)
+from api.services.projections import load_projection_w
+from gan.vocabulary import MAX_SEED, ImageFormat, NoiseMode
+from worker.db.models import Model
+from worker.inference.client import InferenceClient, InferenceFailed, InferenceTimeout
+from worker.inference.messages import (
+    ImageOptions,
+    MixRequest,
+    ModelRef,
+    Refusal,
+    SampleRequest,
+    SeedLatent,
+    WLatent,
+    WRequest,
+    encode_w,
+)
+from worker.inference.tasks import NoResultBackend
 from worker.presence import QueueWatch
+from worker.settings import Settings
+from worker.storage import make_storage
 
 if TYPE_CHECKING:
-    import numpy as np
     from celery import Celery
-    from fastapi import FastAPI
-    from sqlalchemy.orm import Session
 
-    from worker.db.models import Job, Model
-    from worker.inference.client import InferenceClient
-    from worker.settings import Settings
+    from worker.db.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +75,8 @@ RENDER_VERSION = "1"
 # Retry-After when no inference worker answered or the broker is down: long enough for a restarted
 # worker to come up, short enough for a user to wait.
 UNAVAILABLE_RETRY_AFTER_S = 5
-ImageFormat = Literal["png", "jpg", "webp"]
-NoiseModeName = Literal["const", "random", "none"]
+# A refusal names the message's field; the user gave it under this query parameter name.
+_QUERY_NAMES = {"class_idx": "class", "w": "projection_id"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +85,7 @@ class ImageParams:
 
     psi: float = 0.7
     cutoff: int | None = None
-    noise: NoiseModeName = "const"
+    noise: NoiseMode = "const"
     class_idx: int | None = None
     translate: tuple[float, float] | None = None
     rotate: float | None = None
@@ -77,6 +105,36 @@ class ImageParams:
 
     def query_string(self) -> str:
         return urlencode(self.canonical())
+
+    def options(self) -> ImageOptions:
+        """These parameters as the inference worker's message takes them."""
+        return ImageOptions(
+            psi=self.psi,
+            cutoff=self.cutoff,
+            noise=self.noise,
+            class_idx=self.class_idx,
+            translate=self.translate,
+            rotate=self.rotate,
+        )
+
+
+def image_params(query: ImageQuery | ProjectionImageQuery | MixQuery) -> ImageParams:
+    """A route's query as ImageParams; what a route does not take keeps its default."""
+    if isinstance(query, ProjectionImageQuery):
+        # A projected w is rendered as it is: psi 1 is what the worker does with it, whatever psi says.
+        return ImageParams(
+            psi=1.0, noise=query.noise, translate=parse_translate(query.translate), rotate=query.rotate
+        )
+    if isinstance(query, ImageQuery):
+        return ImageParams(
+            psi=query.psi,
+            cutoff=query.cutoff,
+            noise=query.noise,
+            class_idx=query.class_idx,
+            translate=parse_translate(query.translate),
+            rotate=query.rotate,
+        )
+    return ImageParams(psi=query.psi, cutoff=query.cutoff, noise=query.noise, class_idx=query.class_idx)
 
 
 @dataclass(frozen=True)
@@ -104,8 +162,6 @@ def _app_state(app: FastAPI, name: str, make: Any) -> Any:
 
 
 def inference_client(app: FastAPI) -> InferenceClient:
-    from worker.inference.client import InferenceClient
-
     return _app_state(app, "inference_client", lambda: InferenceClient(app.state.celery, app.state.settings))  # type: ignore[no-any-return]
 
 
@@ -132,8 +188,6 @@ def in_flight(app: FastAPI) -> InFlightLimit:
 
 def find_model(session: Session, model_id: str, owner_key: str | None) -> Model:
     """The model, if this key may see it; another key's model is as absent as a missing one (404)."""
-    from worker.db.models import Model
-
     model = session.get(Model, model_id)
     if model is None or model.owner_key != owner_key:
         raise NotFound(f"no model with id {model_id!r}")
@@ -196,7 +250,7 @@ def check_model_params(
             raise InvalidRequest(f"{where} rotate: must be a finite number of degrees")
 
 
-def etag(model: Model, subject: str, params: ImageParams, fmt: str) -> str:
+def etag(model: Model, subject: str, params: ImageParams, fmt: ImageFormat) -> str:
     """A strong ETag (RFC 9110 section 8.8.3) naming the exact pixels and encoding."""
     canonical = json.dumps(
         {
@@ -238,45 +292,9 @@ def random_seed() -> int:
 def projection_w(
     session: Session, settings: Settings, projection_id: str, owner_key: str | None
 ) -> np.ndarray:
-    """The projected w [num_ws, w_dim] of a finished projection job of this key (404 otherwise).
-
-    Uses `load_projection_w` from api/services/projections.py (the projection feature's own reader) when
-    it exists, else reads the job's `projected_w.npz` artifact (key "w", [1, num_ws, w_dim]) directly.
-    """
-    from worker.storage import make_storage
-
-    storage = make_storage(settings)
-    try:
-        from api.services.projections import load_projection_w  # type: ignore[attr-defined]
-    except ImportError:
-        load_projection_w = _read_projection_w
-    w = load_projection_w(session, storage, projection_id, owner_key)
+    """The projected w [num_ws, w_dim] of a finished projection job of this key (404 otherwise)."""
+    w = load_projection_w(session, make_storage(settings), projection_id, owner_key)
     return w.reshape(w.shape[-2], w.shape[-1])
-
-
-def _read_projection_w(
-    session: Session, storage: Any, projection_id: str, owner_key: str | None
-) -> np.ndarray:
-    import io
-
-    import numpy as np
-    import sqlalchemy as sa
-
-    from worker.db.models import Artifact, Job
-
-    job = session.get(Job, projection_id)
-    if job is None or job.kind != "projection" or job.owner_key != owner_key:
-        raise NotFound(f"no projection with id {projection_id!r}")
-    if job.state != "succeeded":
-        raise InvalidRequest(f"projection {projection_id} is {job.state}; its w exists once it has succeeded")
-    artifact = session.scalars(
-        sa.select(Artifact).where(Artifact.job_id == job.id, Artifact.name == "projected_w.npz")
-    ).first()
-    if artifact is None:
-        raise NotFound(f"projection {projection_id} has no projected w")
-    with storage.open(artifact.file_key) as fh:
-        w = np.load(io.BytesIO(fh.read()), allow_pickle=False)["w"]
-    return np.asarray(w, dtype=np.float32)
 
 
 def _check_w(model: Model, w: np.ndarray, field: str) -> None:
@@ -290,65 +308,54 @@ def _check_w(model: Model, w: np.ndarray, field: str) -> None:
 # --- rendering -----------------------------------------------------------------------------------------
 
 
-def _request(model: Model, params: ImageParams, fmt: str) -> dict[str, Any]:
-    return {
-        "model": {"file_key": model.file_key, "sha256": model.sha256},
-        "psi": params.psi,
-        "cutoff": params.cutoff,
-        "noise": params.noise,
-        "class": params.class_idx,
-        "translate": list(params.translate) if params.translate is not None else None,
-        "rotate": params.rotate,
-        "format": fmt,
-    }
+def _model_ref(model: Model) -> ModelRef:
+    return ModelRef(file_key=model.file_key)
 
 
-def sample_request(model: Model, seed: int, params: ImageParams, fmt: str) -> dict[str, Any]:
-    return {"op": "sample", "seed": seed, **_request(model, params, fmt)}
+def sample_request(model: Model, seed: int, params: ImageParams, fmt: ImageFormat) -> SampleRequest:
+    return SampleRequest(model=_model_ref(model), image=params.options(), format=fmt, seed=seed)
 
 
-def w_request(model: Model, w: np.ndarray, params: ImageParams, fmt: str) -> dict[str, Any]:
-    from worker.inference.render import encode_w
-
+def w_request(model: Model, w: np.ndarray, params: ImageParams, fmt: ImageFormat) -> WRequest:
     _check_w(model, w, "projection_id")
-    return {"op": "w", "w": encode_w(w), **_request(model, params, fmt)}
+    return WRequest(model=_model_ref(model), image=params.options(), format=fmt, w=encode_w(w))
 
 
 def latent_source(
     session: Session, settings: Settings, model: Model, text: str, field: str, owner_key: str | None
-) -> tuple[dict[str, Any], str]:
-    """`SEED` or `w:PROJECTION_ID` -> the request's {"seed": n} or {"w": ...}, and its canonical name."""
+) -> tuple[SeedLatent | WLatent, str]:
+    """`SEED` or `w:PROJECTION_ID` -> the request's latent, and its canonical name (for the ETag)."""
     if text.startswith("w:"):
         projection_id = text[2:]
         if not projection_id:
             raise InvalidRequest(f"query {field}: expected a seed or w:<projection id> (got {text!r})")
-        from worker.inference.render import encode_w
-
         w = projection_w(session, settings, projection_id, owner_key)
         _check_w(model, w, field)
-        return {"w": encode_w(w)}, f"w:{projection_id}"
+        return WLatent.from_array(w), f"w:{projection_id}"
     if not text.isdigit() or int(text) > MAX_SEED:
         raise InvalidRequest(
             f"query {field}: expected a seed in [0, {MAX_SEED}] or w:<projection id> (got {text!r})"
         )
-    return {"seed": int(text)}, str(int(text))
+    return SeedLatent(seed=int(text)), str(int(text))
 
 
 def mix_request(
-    model: Model, row: dict[str, Any], col: dict[str, Any], styles: str, params: ImageParams, fmt: str
-) -> dict[str, Any]:
-    return {"op": "mix", "row": row, "col": col, "styles": styles, **_request(model, params, fmt)}
+    model: Model,
+    row: SeedLatent | WLatent,
+    col: SeedLatent | WLatent,
+    styles: str,
+    params: ImageParams,
+    fmt: ImageFormat,
+) -> MixRequest:
+    return MixRequest(
+        model=_model_ref(model), image=params.options(), format=fmt, row=row, col=col, styles=styles
+    )
 
 
-def render(app: FastAPI, owner_key: str | None, request: dict[str, Any]) -> RenderedImage:
+def render(
+    app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest
+) -> RenderedImage:
     """Rate-limit, send to the inference worker, wait; 429/503/422 as the module docstring says."""
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
-
-    from api.metrics import observe_batch_size
-    from worker.inference.client import InferenceFailed, InferenceTimeout
-    from worker.inference.tasks import NoResultBackend
-
     settings: Settings = app.state.settings
     rate_limiter(app).check(owner_key)
     unavailable = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
@@ -362,7 +369,7 @@ def render(app: FastAPI, owner_key: str | None, request: dict[str, Any]) -> Rend
         )
     with in_flight(app).hold():
         try:
-            result = inference_client(app).call(request, settings.sample_timeout_seconds)
+            reply = inference_client(app).call(request, settings.sample_timeout_seconds)
         except InferenceTimeout as exc:
             raise ServiceUnavailable(f"{exc}; retry later", headers=unavailable) from None
         except (OperationalError, RedisError, OSError) as exc:
@@ -375,15 +382,10 @@ def render(app: FastAPI, owner_key: str | None, request: dict[str, Any]) -> Rend
             raise ServiceUnavailable(
                 "the inference worker failed on this request; retry later", headers=unavailable
             ) from None
-    if "error" in result:
-        error = result["error"]
-        raise InvalidRequest(
-            f"query {error.get('field', 'params')}: {error.get('detail', 'refused by the model')}"
-        )
-    observe_batch_size(app, int(result["batch_size"]))
-    return RenderedImage(
-        base64.b64decode(result["data"]), str(result["content_type"]), int(result["batch_size"])
-    )
+    if isinstance(reply, Refusal):
+        raise InvalidRequest(f"query {_QUERY_NAMES.get(reply.field, reply.field)}: {reply.detail}")
+    observe_batch_size(app, reply.batch_size)
+    return RenderedImage(reply.data, reply.content_type, reply.batch_size)
 
 
 # --- jobs ----------------------------------------------------------------------------------------------

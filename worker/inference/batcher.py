@@ -22,14 +22,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:
-    import torch
-
-    from gan.sampling import NoiseMode, Sampler
+from gan.sampling import Sampler
+from gan.vocabulary import NoiseMode
 
 
 @dataclass(frozen=True)
@@ -139,8 +137,6 @@ class MicroBatcher:
 
     @staticmethod
     def _render(batch: list[_Pending]) -> np.ndarray:
-        import torch
-
         first = batch[0]
         sampler = first.sampler
         ws = torch.stack([p.ws.to(sampler.device) for p in batch])  # [N, num_ws, w_dim]

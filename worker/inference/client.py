@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
 
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from pydantic import ValidationError
+
+from worker.inference.messages import (
+    RENDER_REPLY,
+    MixRequest,
+    Refusal,
+    RenderedImage,
+    SampleRequest,
+    WRequest,
+)
 from worker.inference.tasks import RENDER_TASK, result_backend
-
-if TYPE_CHECKING:
-    from celery import Celery
-    from celery.backends.redis import RedisBackend
-
-    from worker.settings import Settings
+from worker.settings import Settings
 
 _FIRST_POLL_S = 0.002
 _MAX_POLL_S = 0.025
@@ -44,8 +50,10 @@ class InferenceClient:
             self._backend = result_backend(self.app, self.settings)
         return self._backend
 
-    def call(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send `request` and block until its result; InferenceTimeout after `timeout_s`.
+    def call(
+        self, request: SampleRequest | WRequest | MixRequest, timeout_s: float
+    ) -> RenderedImage | Refusal:
+        """Send `request` and block until its reply; InferenceTimeout after `timeout_s`.
 
         Raises kombu's OperationalError (a broker it cannot reach) from the publish.
         """
@@ -54,7 +62,7 @@ class InferenceClient:
         deadline = time.monotonic() + timeout_s
         self.app.send_task(
             RENDER_TASK,
-            args=[request],
+            args=[request.model_dump(mode="json")],
             task_id=task_id,
             queue="inference",
             expires=timeout_s,
@@ -68,8 +76,10 @@ class InferenceClient:
                 meta = backend.get_task_meta(task_id, cache=False)
                 status = meta.get("status")
                 if status == "SUCCESS":
-                    result: dict[str, Any] = meta["result"]
-                    return result
+                    try:
+                        return RENDER_REPLY.validate_python(meta["result"])
+                    except ValidationError as exc:  # a worker of another version, or a bug
+                        raise InferenceFailed(f"the worker's reply is malformed: {exc}") from None
                 if status == "FAILURE":
                     raise InferenceFailed(str(meta.get("result")))
                 now = time.monotonic()

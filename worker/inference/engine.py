@@ -13,16 +13,14 @@ import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import torch
 
 from gan.errors import GanError
+from gan.io.checkpoint import load_generator
+from gan.sampling import Sampler, resolve_device
 from worker.settings import Settings
 from worker.storage import Storage, make_storage
-
-if TYPE_CHECKING:
-    import torch
-
-    from gan.sampling import Sampler
 
 
 class ModelFileMissing(GanError):
@@ -43,12 +41,8 @@ def weights_bytes(module: torch.nn.Module) -> int:
 
 
 def resolve_inference_device(choice: str) -> torch.device:
-    import torch
-
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from gan.sampling import resolve_device
-
     return resolve_device(choice)
 
 
@@ -105,9 +99,6 @@ class ModelCache:
             return loaded
 
     def _load(self, file_key: str) -> LoadedModel:
-        from gan.io.checkpoint import load_generator
-        from gan.sampling import Sampler
-
         try:
             path = self.storage.local_path(file_key)
         except FileNotFoundError:

@@ -3,8 +3,9 @@
 Unlike jobs, these carry the whole request (no database row: a sampling request lives for milliseconds)
 and their result goes back through the result backend, Redis at the broker's URL, set on these tasks
 alone: the app's other tasks keep no results, and the API's sends subscribe to nothing (see
-`worker.inference.client`). A request the model refuses comes back as {"error": {"field", "detail"}}
-rather than as a task failure, so the API can answer 422 naming the field.
+`worker.inference.client`). The request is one of `worker.inference.messages`' models, validated here
+at the boundary; a request that fails that check, or that the model refuses, comes back as a `Refusal`
+naming the field rather than as a task failure, so the API can answer 422 naming it.
 
 They are not acks_late: if the worker dies mid-request, the API has already answered 503 by the time
 a redelivery could run, so a redelivered request would be work nobody waits for. Messages carry an
@@ -20,17 +21,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celery import Celery
 from celery.app.trace import LOG_SUCCESS
+from celery.backends.redis import RedisBackend
+from pydantic import ValidationError
 
+from gan.errors import GanError
+from worker.inference.batcher import MicroBatcher
+from worker.inference.engine import shared_cache
+from worker.inference.messages import RENDER_REQUEST, Refusal, RenderedImage, refusal_from
+from worker.inference.render import RenderError, render
 from worker.settings import Settings
-
-if TYPE_CHECKING:
-    from celery import Celery
-    from celery.backends.redis import RedisBackend
-
-    from worker.inference.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +87,7 @@ class NoResultBackend(RuntimeError):
 
 def result_backend(app: Celery, settings: Settings) -> RedisBackend:
     """The Redis result backend at the broker's URL (the embedded Redis or the configured one)."""
-    from celery.backends.redis import RedisBackend
-
-    from worker.celery_app import broker_url
-
-    url = broker_url(settings)
+    url = settings.resolved_broker_url()
     if not url.startswith(("redis://", "rediss://")):
         raise NoResultBackend(
             f"synchronous sampling needs a Redis broker for its results; the broker is {url.split(':')[0]}://"
@@ -99,25 +98,24 @@ def result_backend(app: Celery, settings: Settings) -> RedisBackend:
 @functools.cache
 def shared_batcher(settings: Settings) -> MicroBatcher:
     """This worker process's one batcher (one forward pass at a time on its device)."""
-    from worker.inference.batcher import MicroBatcher
-
     return MicroBatcher(settings.max_batch, settings.inference_max_wait_ms / 1000.0)
 
 
-def run_render(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    """The task body: the rendered image, or {"error": ...} for a request the model refuses."""
-    from gan.errors import GanError
-    from worker.inference.engine import shared_cache
-    from worker.inference.render import RenderError, render
-
+def run_render(settings: Settings, payload: dict[str, Any]) -> RenderedImage | Refusal:
+    """The task body: the rendered image, or a Refusal for a request that is malformed or that the
+    model refuses."""
+    try:
+        request = RENDER_REQUEST.validate_python(payload)
+    except ValidationError as exc:
+        return refusal_from(exc)
     try:
         return render(
             request, shared_cache(settings), shared_batcher(settings), settings.sample_timeout_seconds
         )
     except RenderError as exc:
-        return {"error": {"field": exc.field, "detail": exc.message}}
-    except GanError as exc:
-        return {"error": {"field": "model", "detail": str(exc)}}
+        return Refusal(field=exc.field, detail=exc.message)
+    except GanError as exc:  # a model file that is missing or does not load
+        return Refusal(field="model", detail=str(exc))
 
 
 def register_inference_tasks(app: Celery, settings: Settings) -> None:
@@ -139,4 +137,5 @@ def register_inference_tasks(app: Celery, settings: Settings) -> None:
         resultrepr_maxsize=0,
     )
     def render_task(request: dict[str, Any]) -> dict[str, Any]:
-        return run_render(settings, request)
+        # The result backend stores JSON; the API reads it back with RENDER_REPLY.
+        return run_render(settings, request).model_dump(mode="json")

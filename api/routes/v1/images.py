@@ -5,28 +5,21 @@ Thin routes: parse the query or body, call `api.services.sampling`, answer bytes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
 from api.schemas.common import problem_responses
 from api.schemas.jobs import JobOut, job_out
-from api.schemas.sampling import (
-    DEFAULT_PSI,
-    MAX_SEED,
-    PSI_MAX,
-    PSI_MIN,
-    ImageFormat,
-    MixGridCreate,
-    NoiseModeName,
-    VideoCreate,
-)
+from api.schemas.sampling import ImageQuery, MixGridCreate, MixQuery, ProjectionImageQuery, VideoCreate
 from api.services import sampling as service
+from gan.vocabulary import MAX_SEED, ImageFormat
 
 router = APIRouter(prefix="/models/{model_id}", tags=["sampling"], responses=problem_responses(401, 404))
 
-_IMAGE_TYPES = {"image/png": {}, "image/jpeg": {}, "image/webp": {}}
+_IMAGE_TYPES: dict[str, dict[str, object]] = {"image/png": {}, "image/jpeg": {}, "image/webp": {}}
 _IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "content": _IMAGE_TYPES,
@@ -41,38 +34,33 @@ ModelId = Annotated[
     str, Path(max_length=36, description="The model's id.", examples=["3f2c9f0e-7b1a-4c52-9d3e-2f7a1f0b8c11"])
 ]
 Format = Annotated[ImageFormat, Path(description="png, jpg or webp.")]
-Psi = Annotated[float, Query(ge=PSI_MIN, le=PSI_MAX, allow_inf_nan=False, description="Truncation psi.")]
-Cutoff = Annotated[int | None, Query(ge=1, description="Truncate only the first `cutoff` ws (default: all).")]
-Noise = Annotated[
-    NoiseModeName, Query(description="Noise inputs: const, random (seeded by the image's seed) or none.")
-]
-ClassIdx = Annotated[
-    int | None, Query(alias="class", ge=0, description="Class, for conditional models only.")
-]
-Translate = Annotated[
-    str | None, Query(max_length=100, description="StyleGAN3 only: `x,y`.", examples=["0.3,-0.1"])
-]
-Rotate = Annotated[float | None, Query(allow_inf_nan=False, description="StyleGAN3 only: degrees.")]
-IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=2000)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
-def _params(
-    psi: float,
-    cutoff: int | None,
-    noise: NoiseModeName,
-    class_idx: int | None,
-    translate: str | None,
-    rotate: float | None,
-) -> service.ImageParams:
-    return service.ImageParams(
-        psi=psi,
-        cutoff=cutoff,
-        noise=noise,
-        class_idx=class_idx,
-        translate=service.parse_translate(translate),
-        rotate=rotate,
-    )
+@dataclass(frozen=True)
+class ConditionalGet:
+    """The validators of a cacheable image: its strong ETag and caching headers, and whether the
+    client's copy is current (then a 304, before anything is queued)."""
+
+    if_none_match: str | None
+    cache_control: str
+
+    def check(self, tag: str) -> tuple[dict[str, str], Response | None]:
+        """The headers every answer for `tag` carries, and the 304 to answer instead, or None."""
+        headers = {"ETag": tag, "Cache-Control": self.cache_control}
+        if service.if_none_match(self.if_none_match, tag):
+            return headers, Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return headers, None
+
+
+def conditional_get(
+    settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=2000)] = None,
+) -> ConditionalGet:
+    return ConditionalGet(if_none_match, service.cache_control(settings))
+
+
+ConditionalDep = Annotated[ConditionalGet, Depends(conditional_get)]
 
 
 def _image(rendered: service.RenderedImage, headers: dict[str, str]) -> Response:
@@ -95,18 +83,13 @@ def random_image(
     request: Request,
     model_id: ModelId,
     format: Format,
+    query: Annotated[ImageQuery, Query()],
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    psi: Psi = DEFAULT_PSI,
-    cutoff: Cutoff = None,
-    noise: Noise = "const",
-    class_idx: ClassIdx = None,
-    translate: Translate = None,
-    rotate: Rotate = None,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = _params(psi, cutoff, noise, class_idx, translate, rotate)
+    params = service.image_params(query)
     service.check_model_params(model, params, settings)
     seed = service.random_seed()
     rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
@@ -129,23 +112,18 @@ def projection_image(
     model_id: ModelId,
     projection_id: Annotated[str, Path(max_length=36, description="The projection job's id.")],
     format: Format,
+    query: Annotated[ProjectionImageQuery, Query()],
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    noise: Noise = "const",
-    translate: Translate = None,
-    rotate: Rotate = None,
-    if_none_match: IfNoneMatch = None,
+    conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = service.ImageParams(
-        psi=1.0, noise=noise, translate=service.parse_translate(translate), rotate=rotate
-    )
+    params = service.image_params(query)
     service.check_model_params(model, params, settings)
-    tag = service.etag(model, f"w:{projection_id}", params, format)
-    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
-    if service.if_none_match(if_none_match, tag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    headers, not_modified = conditional.check(service.etag(model, f"w:{projection_id}", params, format))
+    if not_modified is not None:
+        return not_modified
     w = service.projection_w(session, settings, projection_id, owner)
     rendered = service.render(request.app, owner, service.w_request(model, w, params, format))
     return _image(rendered, headers)
@@ -166,24 +144,18 @@ def seed_image(
         int, Path(ge=0, le=MAX_SEED, description="Any integer in [0, 2**32 - 1].", examples=[42])
     ],
     format: Format,
+    query: Annotated[ImageQuery, Query()],
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    psi: Psi = DEFAULT_PSI,
-    cutoff: Cutoff = None,
-    noise: Noise = "const",
-    class_idx: ClassIdx = None,
-    translate: Translate = None,
-    rotate: Rotate = None,
-    if_none_match: IfNoneMatch = None,
+    conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = _params(psi, cutoff, noise, class_idx, translate, rotate)
+    params = service.image_params(query)
     service.check_model_params(model, params, settings)
-    tag = service.etag(model, f"seed:{seed}", params, format)
-    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
-    if service.if_none_match(if_none_match, tag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    headers, not_modified = conditional.check(service.etag(model, f"seed:{seed}", params, format))
+    if not_modified is not None:
+        return not_modified
     rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
     return _image(rendered, headers)
 
@@ -200,36 +172,23 @@ def mix_image(
     request: Request,
     model_id: ModelId,
     format: Format,
+    query: Annotated[MixQuery, Query()],
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    row: Annotated[str, Query(max_length=50, description="A seed or `w:<projection id>`.", examples=["42"])],
-    col: Annotated[
-        str, Query(max_length=50, description="A seed or `w:<projection id>`.", examples=["1234"])
-    ],
-    styles: Annotated[
-        str,
-        Query(
-            max_length=200, description="ws indices from `col`: `0-3`, `0,1,5-7`, `coarse`, `middle`, `fine`."
-        ),
-    ] = "coarse",
-    psi: Psi = DEFAULT_PSI,
-    cutoff: Cutoff = None,
-    noise: Noise = "const",
-    class_idx: ClassIdx = None,
-    if_none_match: IfNoneMatch = None,
+    conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = _params(psi, cutoff, noise, class_idx, None, None)
+    params = service.image_params(query)
     service.check_model_params(model, params, settings)
-    row_source, row_name = service.latent_source(session, settings, model, row, "row", owner)
-    col_source, col_name = service.latent_source(session, settings, model, col, "col", owner)
-    tag = service.etag(model, f"mix:{row_name}:{col_name}:{styles}", params, format)
-    headers = {"ETag": tag, "Cache-Control": service.cache_control(settings)}
-    if service.if_none_match(if_none_match, tag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    row, row_name = service.latent_source(session, settings, model, query.row, "row", owner)
+    col, col_name = service.latent_source(session, settings, model, query.col, "col", owner)
+    tag = service.etag(model, f"mix:{row_name}:{col_name}:{query.styles}", params, format)
+    headers, not_modified = conditional.check(tag)
+    if not_modified is not None:
+        return not_modified
     rendered = service.render(
-        request.app, owner, service.mix_request(model, row_source, col_source, styles, params, format)
+        request.app, owner, service.mix_request(model, row, col, query.styles, params, format)
     )
     return _image(rendered, headers)
 
