@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from gan.errors import GanError
 
@@ -24,16 +25,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
+    def error(self, message: str) -> NoReturn:  # argparse's own usage errors: one line, exit 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 
 def build_parser(
-    extra: Callable[[argparse._SubParsersAction], None] | None = None,
-) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    extra: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = None,
+) -> argparse.ArgumentParser:
     parser = _Parser(prog="stylegan", description="Serve and train style-based generators.")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
     add_commands(subparsers)
     if extra is not None:
         extra(subparsers)

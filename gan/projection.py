@@ -330,7 +330,7 @@ def project(
         loss = dist + regularize_noise_weight * reg
 
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
 
         # Keep the noise maps white: zero mean, unit variance (paper, section 5).

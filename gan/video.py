@@ -204,7 +204,7 @@ def format_for_path(path: str | os.PathLike[str]) -> VideoFormat:
     suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     if suffix not in VIDEO_FORMATS:
         raise GanError(f"cannot tell the video format of {os.fspath(path)!r}: use a .mp4, .gif or .webp name")
-    return suffix  # type: ignore[return-value]
+    return suffix
 
 
 def _rgb(frame: np.ndarray) -> np.ndarray:

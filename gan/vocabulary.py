@@ -40,7 +40,7 @@ METRIC_EXAMPLES = "fid50k_full, kid50k_full, pr50k3_full"
 def check_noise_mode(value: str) -> NoiseMode:
     if value not in NOISE_MODES:
         raise ConfigError(f"invalid noise mode {value!r}: use one of {', '.join(NOISE_MODES)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_seed(value: int) -> int:
@@ -52,13 +52,13 @@ def check_seed(value: int) -> int:
 def check_image_format(value: str) -> ImageFormat:
     if value not in IMAGE_FORMATS:
         raise ConfigError(f"unknown image format {value!r}: use one of {', '.join(IMAGE_FORMATS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_preset(value: str) -> PresetName:
     if value not in PRESET_NAMES:
         raise ConfigError(f"unknown --cfg {value!r}; choose one of {', '.join(PRESET_NAMES)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_metric_name(value: str) -> str:

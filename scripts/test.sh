@@ -18,6 +18,11 @@ fi
 # The test lock: the runtime lock's versions plus the test tools (scripts/install.sh says how).
 scripts/install.sh test
 
+# Lint, format and types first: each is seconds, and a failure here names the line at once.
+.venv/bin/ruff check gan worker api tests bench scripts
+.venv/bin/ruff format --check gan worker api tests bench scripts
+.venv/bin/mypy  # [tool.mypy] in pyproject.toml: --strict over gan, worker and api
+
 # `exec` hands pytest's exit status straight to the caller (and so to CI). With no arguments pytest
 # runs pyproject's testpaths (all of tests/); arguments narrow it (`scripts/test.sh tests/api -x`).
 exec .venv/bin/python -m pytest "$@"

@@ -68,7 +68,7 @@ def _metrics(args: argparse.Namespace) -> int:
         G = load_network(args.network, device=args.device)
     except GanError as exc:
         raise GanError(f"--network {args.network}: {exc}") from exc
-    bars: dict[str, tqdm] = {}  # type: ignore[type-arg]
+    bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)

@@ -73,7 +73,8 @@ class FeatureDetector:
         features = self.module(images, return_features=True)
         if features.ndim != 2 or features.shape[0] != images.shape[0]:
             raise FormatError(f"detector {self.name} returned {list(features.shape)}, expected [N, D]")
-        return features.float()
+        out: torch.Tensor = features.float()
+        return out
 
 
 def _sha256(data: bytes) -> str:

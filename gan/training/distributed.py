@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.multiprocessing.spawn import spawn as spawn_processes
 
 from gan.errors import ConfigError
 
@@ -109,9 +110,7 @@ def spawn(fn: Callable[..., Any], world_size: int, args: tuple[Any, ...] = ()) -
         return
     with tempfile.TemporaryDirectory() as tmp:
         init_method = Path(tmp, "rendezvous").absolute().as_uri()
-        torch.multiprocessing.spawn(
-            _spawned, args=(world_size, fn, init_method, args), nprocs=world_size, join=True
-        )
+        spawn_processes(_spawned, args=(world_size, fn, init_method, args), nprocs=world_size, join=True)
 
 
 def _spawned(

@@ -15,7 +15,7 @@ def ema_beta(cur_nimg: int, batch_size: int, ema_kimg: float, ema_rampup: float 
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+    return float(0.5 ** (batch_size / max(ema_nimg, 1e-8)))
 
 
 @torch.no_grad()

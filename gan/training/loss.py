@@ -120,7 +120,8 @@ class StyleGANLoss:
             img = gaussian_blur(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c, update_emas=update_emas)
+        logits: torch.Tensor = self.D(img, c, update_emas=update_emas)
+        return logits
 
     def accumulate_gradients(
         self,

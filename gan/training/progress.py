@@ -144,7 +144,7 @@ def image_grid(images: np.ndarray, grid: tuple[int, int], drange: Sequence[float
     img = np.rint(img).clip(0, 255).astype(np.uint8)
     _, C, H, W = img.shape
     img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
-    return img
+    return np.asarray(img)
 
 
 def save_image_grid(images: np.ndarray, path: Path, grid: tuple[int, int], drange: Sequence[float]) -> Path:
