@@ -19,6 +19,9 @@ import resource
 import sys
 from typing import Any
 
+from gan.errors import GanError
+from gan.io.checkpoint import read_network, save_generator
+
 EXIT_OK, EXIT_BUG, EXIT_REFUSED, EXIT_MEMORY = 0, 1, 2, 3
 ERROR_PREFIX = "error: "
 
@@ -58,8 +61,6 @@ def limit_self(memory_bytes: int, cpu_seconds: int) -> None:
 
 def convert(src: str, dst: str, *, license_note: str | None, source: str | None) -> dict[str, Any]:
     """Read SRC (any format we read), write it in ours to DST, and describe it."""
-    from gan.io.checkpoint import read_network, save_generator
-
     loaded = read_network(src)
     fmt = WIRE_FORMATS[loaded.format]
     if fmt == "ours":
@@ -106,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default=None)
     args = parser.parse_args(argv)
     limit_self(args.memory_bytes, args.cpu_seconds)
-    from gan.errors import GanError  # plain Python, no torch
-
     try:
         info = convert(args.src, args.dst, license_note=args.license_note, source=args.source)
     except Exception as exc:

@@ -25,6 +25,7 @@ from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.services import jobs as job_service
 from api.services.webhooks import check_webhook_url
+from gan.training.dataset_prepare import NoUsableImagesError, archive_name
 from worker.db.models import Dataset, Job
 from worker.db.queries import load_visible, visible_to
 from worker.job_kinds import DatasetTransform
@@ -128,8 +129,6 @@ def create_dataset(
     webhook_url: str | None = None,
 ) -> Dataset | Job:
     """A prepared Dataset (small upload), or the queued `dataset_prepare` job (large upload)."""
-    from gan.training.dataset_prepare import NoUsableImagesError
-
     if not files:
         raise InvalidRequest("form field file: upload one zip or one or more image files")
     check_resolution(resolution, settings)
@@ -241,8 +240,6 @@ def thumbnail(
     session: Session, settings: Settings, dataset_id: str, n: int, *, owner_key: str | None
 ) -> bytes:
     """The n-th prepared image (PNG), read from the stored zip."""
-    from gan.training.dataset_prepare import archive_name
-
     row = get_dataset(session, dataset_id, owner_key=owner_key)
     shown = min(settings.dataset_thumbnails, row.image_count)
     if not 0 <= n < shown:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from api.metrics import observe_batch_size
 from api.ratelimit import InFlightLimit, RateLimiter
+from api.schemas.jobs import JobCreate
 from api.schemas.sampling import (
     PSI_MAX,
     PSI_MIN,
@@ -44,7 +45,11 @@ from api.schemas.sampling import (
     ProjectionImageQuery,
     VideoCreate,
 )
+from api.services import jobs as job_service
 from api.services.projections import load_projection_w
+from gan.config import GeneratorConfig
+from gan.errors import GanError
+from gan.mixing import parse_styles, style_bands
 from gan.vocabulary import MAX_SEED, ImageFormat, NoiseMode
 from worker.db.models import Model
 from worker.inference.client import InferenceClient, InferenceFailed, InferenceTimeout
@@ -419,13 +424,8 @@ def submit_mix_grid(
 def _check_styles(model: Model, styles: str, *, where: str) -> None:
     """Refuse bad `styles` with a 422 before a job row exists, rather than as a failed job later.
 
-    gan.mixing holds the one parser (bands depend on the architecture); it imports torch, which the API
-    process then loads once, on its first mix-grid request.
+    gan.mixing holds the one parser (bands depend on the architecture).
     """
-    from gan.config import GeneratorConfig
-    from gan.errors import GanError
-    from gan.mixing import parse_styles, style_bands
-
     bands = style_bands(GeneratorConfig.from_dict(model.config)) if model.config else None
     try:
         parse_styles(styles, model.num_ws, bands)
@@ -479,9 +479,6 @@ def _submit(
     idempotency_key: str | None,
     webhook_url: str | None,
 ) -> tuple[Job, bool]:
-    from api.schemas.jobs import JobCreate
-    from api.services import jobs as job_service
-
     return job_service.submit_job(
         session,
         celery,
