@@ -1,16 +1,20 @@
 """Every 4xx/5xx answer is `application/problem+json` (RFC 9457).
 
-Domain errors are `ApiError` subclasses raised by services; one set of handlers, installed by
-`install_error_handlers`, turns them, framework errors (unknown route, wrong method, request validation)
-and unhandled exceptions into a problem document with `type`, `title`, `status` and a `detail` that
-names the field and value at fault.
+HTTP errors are `ApiError` subclasses raised by services; the worker's domain errors (a job that does
+not exist, a transition the state table refuses, bad job params, an unknown catalogue entry) propagate
+from services untouched and are mapped here, in `DOMAIN_ERRORS`, the one place they meet HTTP. Where
+the field at fault depends on the call (a URL in `webhook_url` or in `url`), the service wraps the call
+in `naming(field)`. One set of handlers, installed by `install_error_handlers`, turns all of these,
+framework errors (unknown route, wrong method, request validation) and unhandled exceptions into a
+problem document with `type`, `title`, `status` and a `detail` that names the field and value at fault.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from gan.errors import GanError
+from worker.catalog import UnknownCatalogEntry
+from worker.job_kinds import InvalidJobParams
+from worker.jobs import IdempotencyConflict, IllegalTransition, JobNotFound
+from worker.net import UnsafeUrl
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +150,47 @@ class ServiceUnavailable(ApiError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"
 
 
+def _invalid_params(exc: InvalidJobParams) -> str:
+    # `field` is `kind` or `params.<name>`; the value is echoed (shortened) except for the kind.
+    got = f" (got {_short(exc.value)})" if exc.value is not None and exc.field != "kind" else ""
+    return f"body {exc.field}: {exc.message}{got}"
+
+
+# The domain errors services let through: exception type -> (status, title, slug, detail).
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str, Callable[[Any], str]]] = {
+    JobNotFound: (404, "Not found", "not-found", str),
+    IllegalTransition: (
+        409,
+        "Conflict",
+        "conflict",
+        lambda exc: f"job {exc.job_id} is already {exc.current} and can no longer be {exc.target.value}",
+    ),
+    IdempotencyConflict: (
+        422,
+        "Idempotency key reused",
+        "idempotency-key-reused",
+        lambda exc: (
+            f"header Idempotency-Key: {exc.idempotency_key!r} was already used with a different "
+            f"request (job {exc.existing_job_id}); use a new key for a new request"
+        ),
+    ),
+    InvalidJobParams: (422, "Invalid request", "invalid-request", _invalid_params),
+    UnknownCatalogEntry: (422, "Invalid request", "invalid-request", lambda exc: f"body catalog: {exc}"),
+}
+
+
+@contextmanager
+def naming(field: str, got: str | None = None) -> Iterator[None]:
+    """Run a domain call whose bad input is `field` (`body file`, `body url`): its refusal (a GanError,
+    such as a refused network file, or a refused URL) becomes a 422 that names the field, and the
+    value when `got` is given."""
+    try:
+        yield
+    except (GanError, UnsafeUrl) as exc:
+        value = f" (got {got!r})" if got is not None else ""
+        raise InvalidRequest(f"{field}: {exc}{value}") from None
+
+
 _STATUS_TITLES = {
     400: ("Bad request", "bad-request"),
     401: ("Unauthorized", "unauthorized"),
@@ -209,6 +258,12 @@ async def _api_error_handler(request: Request, exc: Exception) -> ProblemRespons
     return exc.to_response()
 
 
+async def _domain_error_handler(request: Request, exc: Exception) -> ProblemResponse:
+    kind = next(k for k in type(exc).__mro__ if k in DOMAIN_ERRORS)
+    status, title, slug, detail = DOMAIN_ERRORS[kind]
+    return problem(status, title, detail(exc), slug=slug)
+
+
 async def _gan_error_handler(request: Request, exc: Exception) -> ProblemResponse:
     return problem(422, "Invalid request", str(exc), slug="invalid-request")
 
@@ -255,5 +310,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(GanError, _gan_error_handler)
+    for kind in DOMAIN_ERRORS:
+        app.add_exception_handler(kind, _domain_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

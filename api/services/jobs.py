@@ -8,20 +8,19 @@ row that claims to be queued while nothing will ever run it.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, ServiceUnavailable
+from api.errors import ServiceUnavailable
 from api.quotas import enforce_job_quota
 from api.schemas.jobs import JobCreate, JobStateName
 from api.services.webhooks import check_webhook_url
 from worker import jobs as job_states
 from worker.celery_app import enqueue
 from worker.db.models import Job
-from worker.job_kinds import InvalidJobParams, NotPublicJobKind, check_public_kind
+from worker.job_kinds import check_public_kind
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,26 +48,16 @@ def submit_job(
         )
     webhook_url = check_webhook_url(settings, request.webhook_url)
     enforce_job_quota(session, settings, owner_key)
-    try:
-        job, created = job_states.submit_job(
-            session,
-            kind=request.kind,
-            params=request.params,
-            owner_key=owner_key,
-            idempotency_key=idempotency_key,
-            max_attempts=settings.job_max_attempts,
-            webhook_url=webhook_url,
-        )
-    except job_states.IdempotencyConflict as exc:
-        raise IdempotencyKeyReused(
-            f"header Idempotency-Key: {idempotency_key!r} was already used with a different request "
-            f"(job {exc.existing_job_id}); use a new key for a new request"
-        ) from None
-    except InvalidJobParams as exc:  # also UnknownJobKind; `field` is `kind` or `params.<name>`
-        detail = f"body {exc.field}: {exc.message}"
-        if exc.value is not None and exc.field != "kind":
-            detail += f" (got {_short(exc.value)})"
-        raise InvalidRequest(detail) from None
+    # Bad params, an unknown kind and a reused Idempotency-Key propagate (api/errors.py maps them).
+    job, created = job_states.submit_job(
+        session,
+        kind=request.kind,
+        params=request.params,
+        owner_key=owner_key,
+        idempotency_key=idempotency_key,
+        max_attempts=settings.job_max_attempts,
+        webhook_url=webhook_url,
+    )
     if not created:
         return job, False
 
@@ -95,25 +84,14 @@ def submit_public_job(
 ) -> tuple[Job, bool]:
     """`POST /v1/jobs`: only the kinds marked public in JOB_KINDS. The others come through their own
     services, which check what their params schema cannot (and set fields a client must not)."""
-    try:
-        check_public_kind(request.kind)
-    except NotPublicJobKind as exc:
-        raise InvalidRequest(f"body {exc.field}: {exc.message}") from None
+    check_public_kind(request.kind)
     return submit_job(
         session, celery, settings, request=request, owner_key=owner_key, idempotency_key=idempotency_key
     )
 
 
-def _short(value: object, limit: int = 80) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def get_job(session: Session, job_id: str, *, owner_key: str | None) -> Job:
-    try:
-        return job_states.get_job(session, job_id, owner_key=owner_key)
-    except job_states.JobNotFound:
-        raise NotFound(f"no job with id {job_id!r}") from None
+    return job_states.get_job(session, job_id, owner_key=owner_key)
 
 
 def list_jobs(
@@ -131,9 +109,4 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job_id: str, *, owner_key: str | None) -> Job:
-    try:
-        return job_states.request_cancel(session, job_id, owner_key=owner_key)
-    except job_states.JobNotFound:
-        raise NotFound(f"no job with id {job_id!r}") from None
-    except job_states.IllegalTransition as exc:
-        raise Conflict(f"job {job_id} is already {exc.current} and can no longer be canceled") from None
+    return job_states.request_cancel(session, job_id, owner_key=owner_key)

@@ -29,19 +29,18 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ApiError, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from api.errors import ApiError, Forbidden, InvalidRequest, NotFound, PayloadTooLarge, naming
 from api.quotas import enforce_storage_quota
 from api.schemas.jobs import JobCreate
 from api.schemas.models import ModelImportRequest
 from api.services import jobs as jobs_service
-from worker.catalog import BUNDLED_CATALOG, CatalogEntry, UnknownCatalogEntry, catalog_entry, load_catalog
+from worker.catalog import BUNDLED_CATALOG, CatalogEntry, catalog_entry, load_catalog
 from worker.db.models import Job, Model
 from worker.db.queries import load_visible, visible_to
 from worker.demo_model import is_demo
 from worker.job_kinds import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
 from worker.model_import import (
     ImportLimits,
-    ModelImportError,
     default_name,
     delete_model_file_if_unused,
     find_model,
@@ -49,7 +48,7 @@ from worker.model_import import (
     scratch_dir,
     scratch_file,
 )
-from worker.net import UnsafeUrl, check_public_url
+from worker.net import check_public_url
 from worker.settings import Settings
 from worker.storage import make_storage
 
@@ -220,22 +219,23 @@ def create_from_upload(
     """Register the uploaded file (sandboxed import unless this owner has these bytes already);
     (model, created). The scratch file is removed in every case."""
     try:
-        if find_model(session, owner_key, upload.sha256) is None:  # a re-upload stores nothing new
-            enforce_storage_quota(session, settings, owner_key, upload.path.stat().st_size, field="body file")
-        return register_model(
-            session,
-            make_storage(settings),
-            src=upload.path,
-            sha256=upload.sha256,
-            owner_key=owner_key,
-            name=upload.name or default_name(upload.filename, upload.sha256),
-            source=f"upload:{upload.filename}" if upload.filename else "upload",
-            limits=ImportLimits.from_settings(settings),
-            scratch=scratch_dir(settings),
-            license_note=upload.license_note,
-        )
-    except ModelImportError as exc:
-        raise InvalidRequest(f"body file: {exc}") from None
+        with naming("body file"):
+            if find_model(session, owner_key, upload.sha256) is None:  # a re-upload stores nothing new
+                enforce_storage_quota(
+                    session, settings, owner_key, upload.path.stat().st_size, field="body file"
+                )
+            return register_model(
+                session,
+                make_storage(settings),
+                src=upload.path,
+                sha256=upload.sha256,
+                owner_key=owner_key,
+                name=upload.name or default_name(upload.filename, upload.sha256),
+                source=f"upload:{upload.filename}" if upload.filename else "upload",
+                limits=ImportLimits.from_settings(settings),
+                scratch=scratch_dir(settings),
+                license_note=upload.license_note,
+            )
     finally:
         with contextlib.suppress(OSError):
             upload.path.unlink(missing_ok=True)
@@ -261,10 +261,7 @@ def start_import(
     """Queue a `model_import` job for a catalogue entry or a URL; (job, created)."""
     license_note = request.license_note
     if request.catalog is not None:
-        try:
-            entry = catalog_entry(request.catalog, catalog_path(settings))
-        except UnknownCatalogEntry as exc:
-            raise InvalidRequest(f"body catalog: {exc}") from None
+        entry = catalog_entry(request.catalog, catalog_path(settings))
         url, sha256 = entry.url, entry.sha256
         if license_note is None:
             use = "commercial use allowed" if entry.commercial_use else "non-commercial use only"
@@ -274,11 +271,8 @@ def start_import(
     else:
         assert request.url is not None  # the schema requires exactly one of catalog and url
         url, sha256 = request.url, request.sha256
-    try:
+    with naming(f"body {'catalog' if request.catalog is not None else 'url'}: {url!r} refused"):
         check_public_url(url, settings.allow_private_urls)
-    except UnsafeUrl as exc:
-        field = "catalog" if request.catalog is not None else "url"
-        raise InvalidRequest(f"body {field}: {url!r} refused: {exc}") from None
     params = {
         "url": url,
         "sha256": sha256,

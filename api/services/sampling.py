@@ -32,7 +32,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidRequest, NotFound, ServiceUnavailable
+from api.errors import InvalidRequest, NotFound, ServiceUnavailable, naming
 from api.metrics import observe_batch_size
 from api.ratelimit import InFlightLimit, RateLimiter
 from api.schemas.jobs import JobCreate
@@ -48,7 +48,6 @@ from api.schemas.sampling import (
 from api.services import jobs as job_service
 from api.services.projections import load_projection_w
 from gan.config import GeneratorConfig
-from gan.errors import GanError
 from gan.mixing import parse_styles, style_bands
 from gan.vocabulary import MAX_SEED, ImageFormat, NoiseMode
 from worker.db.models import Model
@@ -427,10 +426,8 @@ def _check_styles(model: Model, styles: str, *, where: str) -> None:
     gan.mixing holds the one parser (bands depend on the architecture).
     """
     bands = style_bands(GeneratorConfig.from_dict(model.config)) if model.config else None
-    try:
+    with naming(f"{where} styles"):
         parse_styles(styles, model.num_ws, bands)
-    except GanError as exc:
-        raise InvalidRequest(f"{where} styles: {exc}") from None
 
 
 def submit_video(

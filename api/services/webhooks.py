@@ -6,8 +6,8 @@ Every service that creates jobs calls `check_webhook_url` and passes the result 
 
 from __future__ import annotations
 
-from api.errors import InvalidRequest
-from worker.net import UnsafeUrl, check_public_url
+from api.errors import naming
+from worker.net import check_public_url
 from worker.settings import Settings
 
 
@@ -16,7 +16,5 @@ def check_webhook_url(settings: Settings, url: str | None, *, field: str = "body
     422 naming `field` otherwise. None stays None (no webhook)."""
     if url is None:
         return None
-    try:
+    with naming(field, got=url[:200]):
         return check_public_url(url, settings.allow_private_urls)
-    except UnsafeUrl as exc:
-        raise InvalidRequest(f"{field}: {exc} (got {url[:200]!r})") from None
