@@ -20,9 +20,9 @@ from worker import jobs
 from worker.db.migrate import upgrade_head
 from worker.db.models import Job
 from worker.db.session import make_engine, make_session_factory
+from worker.job_kinds import PROJECTION_UPLOAD_PREFIX
 from worker.settings import Settings
 from worker.storage import make_storage
-from worker.job_kinds import PROJECTION_UPLOAD_PREFIX
 from worker.tasks import projection
 from worker.tasks.run import execute_job
 
