@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     # Where training jobs keep their run folders while they train (under data_dir when unset).
     training_dir: Path | None = None
 
-    # --- projections, webhooks, per-key quotas (issue 5 items 5, 9, 10)
+    # --- projections, webhooks, per-key quotas
     # Outgoing requests to user-given URLs (webhooks, URL imports) refuse hosts that resolve to loopback,
     # private, link-local or reserved addresses (see worker/net.py); tests and one-machine setups allow them.
     allow_private_urls: bool = False
@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     vgg16_url: str = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
     vgg16_sha256: str | None = None
 
-    # --- model import (POST /v1/models, issue 5 item 1)
+    # --- model import (POST /v1/models)
     # A network file from a user is read in a child process (worker/model_import.py) under an address
     # space cap, a CPU-time cap and a wall-clock timeout, so a file built to exhaust memory or time kills
     # only that child. Importing torch alone maps about 0.8 GB; the largest official network (StyleGAN3-R

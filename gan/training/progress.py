@@ -1,6 +1,6 @@
 """What a training run tells the outside world: the per-tick JSONL log, preview grids, and the callback.
 
-The callback is how the worker (issue 5, item 7) follows a run: it receives every tick's stats, every
+The callback is how the worker follows a run: it receives every tick's stats, every
 preview and every checkpoint, and a progress line every few seconds between ticks (a tick on a CPU can
 last many minutes, and a user watching a job needs the speed and an ETA before the first one ends).
 `should_stop()` is asked after every training step, so it must be cheap; returning True ends the run

@@ -10,7 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
-from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    IdempotencyKey,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    accepted,
+    accepted_responses,
+)
 from api.schemas.common import problem_responses
 from api.schemas.jobs import JobOut, job_out
 from api.schemas.sampling import ImageQuery, MixGridCreate, MixQuery, ProjectionImageQuery, VideoCreate
@@ -34,7 +42,6 @@ ModelId = Annotated[
     str, Path(max_length=36, description="The model's id.", examples=["3f2c9f0e-7b1a-4c52-9d3e-2f7a1f0b8c11"])
 ]
 Format = Annotated[ImageFormat, Path(description="png, jpg or webp.")]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
 @dataclass(frozen=True)
@@ -193,9 +200,8 @@ def mix_image(
     return _image(rendered, headers)
 
 
-_JOB_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"model": JobOut, "description": "Replay of an earlier request with the same Idempotency-Key."},
-    202: {"description": "Queued; poll `GET /v1/jobs/{id}` (the `Location`). Its result links the artifact."},
+_JOB_RESPONSES = {
+    **accepted_responses(JobOut, "The job (its result links the artifact)"),
     **problem_responses(422, 503),
 }
 
@@ -221,7 +227,8 @@ def create_mix_grid(
     job, created = service.submit_mix_grid(
         session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
     )
-    return _accepted(response, job, created)
+    accepted(response, created, f"/v1/jobs/{job.id}")
+    return job_out(job)
 
 
 @router.post(
@@ -246,12 +253,5 @@ def create_video(
     job, created = service.submit_video(
         session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
     )
-    return _accepted(response, job, created)
-
-
-def _accepted(response: Response, job: object, created: bool) -> JobOut:
-    out = job_out(job)  # type: ignore[arg-type]
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/jobs/{out.id}"
-    return out
+    accepted(response, created, f"/v1/jobs/{job.id}")
+    return job_out(job)
