@@ -143,7 +143,7 @@ def test_images_install_from_the_runtime_lock(dockerfile: Path) -> None:
     """The images get the versions the tests ran with: the hash-checked lock, the project without
     resolving anything more, and a consistency check."""
     text = dockerfile.read_text()
-    assert "pip install --require-hashes -r requirements/runtime.lock" in text
+    assert "pip install --require-hashes -r requirements-runtime.lock" in text
     assert "pip install --no-deps -e ." in text and "pip check" in text
 
 

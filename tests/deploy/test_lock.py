@@ -18,7 +18,7 @@ INSTALLED_APART = {"torch"}
 
 
 def pinned(lock: str) -> dict[str, str]:
-    text = (ROOT / "requirements" / f"{lock}.lock").read_text()
+    text = (ROOT / f"requirements-{lock}.lock").read_text()
     return {
         canonicalize_name(name): version
         for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.M)
@@ -43,7 +43,7 @@ def test_every_dependency_is_locked_at_a_version_it_accepts(lock: str, requireme
         if name in INSTALLED_APART:
             assert name not in versions, f"{name} is installed apart and must stay out of {lock}.lock"
             continue
-        assert name in versions, f"{requirement.name} is not in requirements/{lock}.lock: run scripts/lock.sh"
+        assert name in versions, f"{requirement.name} is not in requirements-{lock}.lock: run scripts/lock.sh"
         assert requirement.specifier.contains(versions[name], prereleases=True), (
             f"{lock}.lock pins {name}=={versions[name]}, outside {requirement.specifier}: run scripts/lock.sh"
         )
@@ -51,7 +51,7 @@ def test_every_dependency_is_locked_at_a_version_it_accepts(lock: str, requireme
 
 def test_every_locked_line_is_hash_checked() -> None:
     for lock in ("runtime", "test"):
-        text = (ROOT / "requirements" / f"{lock}.lock").read_text()
+        text = (ROOT / f"requirements-{lock}.lock").read_text()
         blocks = re.split(r"\n(?=[A-Za-z0-9._-]+==)", text.split("\n", 2)[2])
         assert blocks and all("--hash=sha256:" in block for block in blocks), f"{lock}.lock has unhashed pins"
 
