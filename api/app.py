@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api.access_log import AccessLogMiddleware
+from api.access_log import log_access
 from api.deps import reject_unknown_query_params
 from api.docs import install_docs
 from api.errors import install_error_handlers
-from api.metrics import install_metrics
+from api.metrics import ObserveRequests, install_metrics
 from api.middleware import BodySizeLimit
 from api.routes import health
 from api.routes.v1 import router as v1_router
@@ -66,5 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router, prefix="/v1")
     install_docs(app)
     install_metrics(app)  # its latency middleware wraps all the others but the access log
-    app.add_middleware(AccessLogMiddleware)  # outermost: the line's latency is the whole request's
+    # Outermost: the line's latency is the whole request's.
+    app.add_middleware(ObserveRequests, observe=log_access)
     return app

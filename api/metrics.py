@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,12 +109,18 @@ def route_template(scope: Scope) -> str:
     return path
 
 
-class LatencyMiddleware:
-    """Times every HTTP request until its last body byte is sent, labelled by the matched route."""
+# (method, route template, status, seconds): what ObserveRequests reports for each request.
+RequestObserver = Callable[[str, str, int, float], None]
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+
+class ObserveRequests:
+    """Calls `observe(method, route template, status, seconds)` once per HTTP request, when its last
+    body byte is sent (status 500 if the app failed). Prometheus latency and the access log
+    (api/access_log.py) both hang off it, so they time and name a request alike."""
+
+    def __init__(self, app: ASGIApp, observe: RequestObserver) -> None:
         self.app = app
-        self.metrics = metrics
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,19 +129,17 @@ class LatencyMiddleware:
         started = time.perf_counter()
         status = 500
 
-        async def timed_send(message: Message) -> None:
+        async def noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
             await send(message)
 
         try:
-            await self.app(scope, receive, timed_send)
+            await self.app(scope, receive, noting_status)
         finally:
-            template = route_template(scope)
-            self.metrics.request_duration.labels(scope.get("method", "?"), template, str(status)).observe(
-                time.perf_counter() - started
-            )
+            method = str(scope.get("method", "?"))
+            self.observe(method, route_template(scope), status, time.perf_counter() - started)
 
 
 router = APIRouter(tags=["health"])
@@ -156,7 +160,11 @@ def install_metrics(app: FastAPI) -> None:
     """Add the registry, the latency middleware and the /metrics route (call from create_app)."""
     metrics_state = Metrics(app.state.session_factory)
     app.state.metrics = metrics_state
-    app.add_middleware(LatencyMiddleware, metrics=metrics_state)
+
+    def observe(method: str, route: str, status: int, seconds: float) -> None:
+        metrics_state.request_duration.labels(method, route, str(status)).observe(seconds)
+
+    app.add_middleware(ObserveRequests, observe=observe)
     app.include_router(router)
 
 
