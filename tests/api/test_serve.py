@@ -3,6 +3,7 @@ Redis, local storage) with its one real worker process, driven over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -112,6 +113,19 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes_running(text: str) -> list[int]:
+    """Every live process on this machine whose command line contains `text` (Linux)."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return sorted(pid for pid in pids if text in cmdline_of(pid) and alive(pid))
 
 
 def job_row(data_dir: Path, job_id: str) -> dict[str, Any]:
@@ -266,8 +280,14 @@ def test_sigkill_of_serve_takes_workers_and_broker_along_and_a_restart_runs_one_
     second = Serve(data_dir, serve_log)
     try:
         second.wait_ready()
-        now = descendants(second.process.pid)
-        assert len(now) == len(spawned) and not set(now) & set(spawned)
+        # One set, the new serve's: one broker for this data directory, one worker per queue.
+        port = json.loads((data_dir / "broker" / "broker.json").read_text())["port"]
+        brokers = processes_running(f"redis-server 127.0.0.1:{port}")
+        assert brokers == [int((data_dir / "broker" / "redis.pid").read_text())]
+        workers = processes_running("-m worker --queues")
+        parents = {cmdline.split("--parent-pid ")[1].split()[0] for cmdline in map(cmdline_of, workers)}
+        assert len(workers) == 2 and parents == {str(second.process.pid)}, workers
+        assert not set(brokers + workers) & set(spawned)
         assert demo_face(second).status_code == 200
     finally:
         assert second.stop(signal.SIGTERM) == 0
