@@ -64,8 +64,16 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
 
+    # shared=False: Celery otherwise adds a decorated task to every app made later in the process, and a
+    # later app (another settings object: tests, or API and worker in one process) may run an earlier
+    # app's closure, with that app's settings.
     @app.task(  # type: ignore[untyped-decorator]
-        name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        shared=False,
     )
     def run_job(self: Any, job_id: str) -> str:
         worker_name = self.request.hostname or "worker"

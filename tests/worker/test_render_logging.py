@@ -32,7 +32,7 @@ def test_rendering_an_image_logs_no_image_bytes(tmp_path: Path, caplog: pytest.L
     caplog.set_level(logging.DEBUG)
     result = app.tasks[RENDER_TASK].apply(args=[request], task_id="render-1").get()
 
-    assert result["outcome"] == "image"
+    assert result["outcome"] == "image", result
     png = base64.b64decode(result["data"])
     assert png.startswith(b"\x89PNG") and (result["width"], result["height"]) == (64, 64)
     success = [r for r in caplog.records if r.name == TRACE_LOGGER and "succeeded" in r.getMessage()]

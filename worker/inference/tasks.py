@@ -129,6 +129,7 @@ def register_inference_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=RENDER_TASK,
+        shared=False,  # this app's settings only (see worker/celery_app.make_celery)
         acks_late=False,
         ignore_result=False,
         backend=backend,

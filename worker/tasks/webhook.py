@@ -23,7 +23,11 @@ def register_webhook_task(app: Celery, settings: Settings) -> None:
     """Add `stylegan.deliver_webhook(delivery_id, attempts)` to `app` (called by make_celery)."""
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=DELIVER_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+        name=DELIVER_TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        shared=False,  # this app's settings only (see worker/celery_app.make_celery)
     )
     def deliver_webhook(delivery_id: str, attempts: int) -> str:
         return deliver(settings, process_sessions(settings.effective_database_url), delivery_id, attempts)
