@@ -14,9 +14,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from gan.io.files import file_sha256
 from worker.db.models import Model
 from worker.model_import import ImportLimits, find_model, register_model
-from worker.storage import Storage, file_sha256
+from worker.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ outside this module. Keys are relative, slash-separated and checked, so none can
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -150,12 +149,3 @@ class _AtomicWriter:
 def make_storage(settings: Settings) -> Storage:
     """The configured storage; today always a LocalStorage under data_dir/files."""
     return LocalStorage(settings.data_dir / "files")
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a local file, read in 1 MiB chunks (model and dataset files run to gigabytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from gan.errors import FormatError, GanError
+from gan.io.files import file_sha256
 
 # URLs as in the official metrics code (stylegan3 metrics/*.py). NVIDIA publishes no checksum for them;
 # pass `sha256=` to pin the copy you trust.
@@ -101,7 +102,7 @@ def fetch(
     name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "detector"
     target = cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}_{name}"
     if target.is_file():
-        if sha256 is None or _file_sha256(target) == sha256.lower():
+        if sha256 is None or file_sha256(target) == sha256.lower():
             return target
         target.unlink()  # a damaged or substituted cache entry
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +144,6 @@ def fetch(
         tmp.unlink(missing_ok=True)
         raise
     return target
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_torchscript_zip(data: bytes) -> bool:

@@ -27,11 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gan.errors import ConfigError
+from gan.io.files import file_sha256
 from gan.training.dataset_prepare import NoUsableImagesError, PrepareLimits, PrepareReport, prepare_dataset
 from worker.db.models import Dataset, new_id
 from worker.job_kinds import DatasetPrepareParams, DatasetTransform
 from worker.settings import Settings
-from worker.storage import Storage, file_sha256
+from worker.storage import Storage
 from worker.tasks.context import JobCanceled, JobContext
 
 # The smallest resolution the default picks: below it a GAN learns little worth sampling.

@@ -30,13 +30,14 @@ from sqlalchemy.orm import Session
 
 from gan.errors import GanError
 from gan.io.checkpoint import convert_network, inspect_network
+from gan.io.files import file_sha256
 from gan.training.loop import train
 from gan.training.options import TrainOptions
 from worker import jobs
 from worker.db.models import Artifact, Checkpoint, Dataset, Model
 from worker.events import add_event, append_event
 from worker.job_kinds import TrainingParams
-from worker.storage import Storage, file_sha256
+from worker.storage import Storage
 from worker.tasks.context import JobAbandoned, JobCanceled, JobContext
 from worker.tasks.dataset_prepare import local_copy
 
