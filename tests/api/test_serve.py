@@ -3,6 +3,7 @@ Redis, local storage) with its one real worker process, driven over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,9 @@ STOP_TIMEOUT_S = 45.0
 
 
 class Serve:
+    # Every serve a test started, so a test that fails half-way still leaves no process behind.
+    started: list[Serve] = []
+
     def __init__(self, data_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -44,6 +48,7 @@ class Serve:
                 start_new_session=True,
             )
         self.http = httpx.Client(base_url=self.base, timeout=10)
+        Serve.started.append(self)
 
     def wait_ready(self, workers: bool = True) -> None:
         """Until /readyz is 200; with `workers=False` (serve --no-worker), until only the workers check
@@ -75,6 +80,17 @@ class Serve:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             pytest.fail(f"serve did not stop within {STOP_TIMEOUT_S} s:\n{self.log.read_text()[-4000:]}")
+
+
+@pytest.fixture(autouse=True)
+def no_serve_outlives_its_test() -> Iterator[None]:
+    yield
+    while Serve.started:
+        serve = Serve.started.pop()
+        if serve.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(serve.process.pid, signal.SIGKILL)
+            serve.process.wait()
 
 
 @pytest.fixture
