@@ -116,7 +116,6 @@ class Child:
     last_line: str = ""
     quick_failures: int = 0
     restart_at: float | None = None
-    starts: int = 0
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -194,7 +193,6 @@ class Supervisor(threading.Thread):
         )
         child.started_at = time.monotonic()
         child.restart_at = None
-        child.starts += 1
         reader = threading.Thread(
             target=self._forward, args=(child, child.process.stdout), name=f"{child.name}-output", daemon=True
         )
