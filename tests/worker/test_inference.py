@@ -63,7 +63,7 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def test_cache_keeps_the_most_recent_models_by_count(storage: LocalStorage) -> None:
-    cache = ModelCache(storage, "cpu", max_models=2, max_bytes=10**9)
+    cache = ModelCache(storage, torch.device("cpu"), max_models=2, max_bytes=10**9)
     a = cache.get("models/g0.safetensors")
     cache.get("models/g1.safetensors")
     assert cache.get("models/g0.safetensors") is a  # a hit, and g0 is now the most recent
@@ -73,20 +73,22 @@ def test_cache_keeps_the_most_recent_models_by_count(storage: LocalStorage) -> N
 
 
 def test_cache_bounds_bytes(storage: LocalStorage) -> None:
-    one = weights_bytes(ModelCache(storage, "cpu", 1, 10**9).get("models/g0.safetensors").sampler.G)
-    cache = ModelCache(storage, "cpu", max_models=10, max_bytes=2 * one + one // 2)
+    one = weights_bytes(
+        ModelCache(storage, torch.device("cpu"), 1, 10**9).get("models/g0.safetensors").sampler.G
+    )
+    cache = ModelCache(storage, torch.device("cpu"), max_models=10, max_bytes=2 * one + one // 2)
     for i in range(3):
         cache.get(f"models/g{i}.safetensors")
     assert len(cache) == 2 and cache.total_bytes <= 2 * one + one // 2
     # A single model over the byte bound still loads (it is needed now) and is the only one kept.
-    small = ModelCache(storage, "cpu", max_models=10, max_bytes=1)
+    small = ModelCache(storage, torch.device("cpu"), max_models=10, max_bytes=1)
     small.get("models/g0.safetensors")
     small.get("models/g1.safetensors")
     assert small.keys() == ["models/g1.safetensors"]
 
 
 def test_cache_loads_a_cold_model_once_for_many_threads(storage: LocalStorage) -> None:
-    cache = ModelCache(storage, "cpu", max_models=2, max_bytes=10**9)
+    cache = ModelCache(storage, torch.device("cpu"), max_models=2, max_bytes=10**9)
     with ThreadPoolExecutor(8) as pool:
         loaded = list(pool.map(lambda _: cache.get("models/g1.safetensors"), range(8)))
     assert cache.loads == 1 and all(m is loaded[0] for m in loaded)
@@ -94,11 +96,11 @@ def test_cache_loads_a_cold_model_once_for_many_threads(storage: LocalStorage) -
 
 def test_cache_missing_file(storage: LocalStorage) -> None:
     with pytest.raises(ModelFileMissing, match="missing"):
-        ModelCache(storage, "cpu", 1, 10**9).get("models/nope.safetensors")
+        ModelCache(storage, torch.device("cpu"), 1, 10**9).get("models/nope.safetensors")
 
 
 def test_batcher_groups_concurrent_rows_and_matches_single_rows(storage: LocalStorage) -> None:
-    sampler = ModelCache(storage, "cpu", 1, 10**9).get("models/g0.safetensors").sampler
+    sampler = ModelCache(storage, torch.device("cpu"), 1, 10**9).get("models/g0.safetensors").sampler
     seeds = list(range(8))
     ws = sampler.ws_for_seeds(seeds, psi=0.7)
     alone = sampler.images_from_ws(ws, batch_size=1)  # [8, H, W, C], one forward pass each
@@ -126,7 +128,7 @@ def test_batcher_groups_concurrent_rows_and_matches_single_rows(storage: LocalSt
 
 
 def test_batcher_keeps_incompatible_rows_apart(storage: LocalStorage) -> None:
-    cache = ModelCache(storage, "cpu", 2, 10**9)
+    cache = ModelCache(storage, torch.device("cpu"), 2, 10**9)
     s0 = cache.get("models/g0.safetensors").sampler
     s1 = cache.get("models/g1.safetensors").sampler
     batcher = MicroBatcher(max_batch=8, max_wait_s=0.1)
@@ -145,7 +147,7 @@ def test_batcher_keeps_incompatible_rows_apart(storage: LocalStorage) -> None:
 
 
 def test_batcher_reports_a_failed_pass_to_every_caller(storage: LocalStorage) -> None:
-    sampler = ModelCache(storage, "cpu", 1, 10**9).get("models/g0.safetensors").sampler
+    sampler = ModelCache(storage, torch.device("cpu"), 1, 10**9).get("models/g0.safetensors").sampler
     batcher = MicroBatcher(max_batch=4, max_wait_s=0.05)
     try:
         # translate on a StyleGAN2 model fails inside the pass: the caller must get the error, not hang.
@@ -167,7 +169,7 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 def test_render_sample_and_mix_match_the_library(storage: LocalStorage) -> None:
-    cache = ModelCache(storage, "cpu", 2, 10**9)
+    cache = ModelCache(storage, torch.device("cpu"), 2, 10**9)
     batcher = MicroBatcher(max_batch=4, max_wait_s=0.0)
     model = ModelRef(file_key="models/g2.safetensors")
     sampler = cache.get(model.file_key).sampler
@@ -202,7 +204,7 @@ def test_render_sample_and_mix_match_the_library(storage: LocalStorage) -> None:
 
 
 def test_render_refuses_what_the_model_cannot_do(storage: LocalStorage) -> None:
-    cache = ModelCache(storage, "cpu", 2, 10**9)
+    cache = ModelCache(storage, torch.device("cpu"), 2, 10**9)
     batcher = MicroBatcher(max_batch=4, max_wait_s=0.0)
     model = ModelRef(file_key="models/g0.safetensors")
     refused: list[tuple[SampleRequest | WRequest | MixRequest, str]] = [

@@ -18,7 +18,8 @@ import torch
 
 from gan.errors import GanError
 from gan.io.checkpoint import load_generator
-from gan.sampling import Sampler, resolve_device
+from gan.sampling import Sampler
+from worker.devices import device_for
 from worker.settings import Settings
 from worker.storage import Storage, make_storage
 
@@ -40,20 +41,14 @@ def weights_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def resolve_inference_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_device(choice)
-
-
 class ModelCache:
     """A bounded LRU of samplers; `get` loads on a miss, once, however many threads ask at the same time."""
 
-    def __init__(self, storage: Storage, device: str, max_models: int, max_bytes: int) -> None:
+    def __init__(self, storage: Storage, device: torch.device, max_models: int, max_bytes: int) -> None:
         if max_models < 1 or max_bytes < 1:
             raise ValueError(f"cache bounds must be positive, got {max_models} models, {max_bytes} bytes")
         self.storage = storage
-        self.device = resolve_inference_device(device)
+        self.device = device
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -121,7 +116,7 @@ def shared_cache(settings: Settings) -> ModelCache:
     """The one cache of this worker process (Settings is frozen, hence hashable)."""
     return ModelCache(
         make_storage(settings),
-        settings.inference_device,
+        device_for(settings, "inference"),  # the one device rule (worker/devices.py)
         settings.inference_cache_models,
         settings.inference_cache_bytes,
     )
