@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The browser tests (tests/browser) drive Debian's chromium through Playwright; no `playwright install`.
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     sudo=""
     [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
