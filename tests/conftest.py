@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PostgresServer, RedisServer, ServerStartError, WorkerProcesses
+from tests.servers import PostgresServer, RedisServer, S3Server, ServerStartError, WorkerProcesses
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +55,27 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, emptied for this test so no message from an earlier test is delivered."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    try:
+        try:
+            server.start()
+        except (ServerStartError, OSError, TimeoutError) as exc:
+            pytest.fail(f"could not start moto's S3 server: {exc}", pytrace=False)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The AWS variables for the session's S3 server, set in this process too; returns them."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Real throwaway servers for the integration tests: PostgreSQL, Redis and worker processes.
+"""Real throwaway servers for the integration tests: PostgreSQL, Redis, S3 and worker processes.
 
 Nothing here is mocked. Each server runs from a temp directory on a free port and is removed at the
 end. When a server cannot be started the fixture fails (never skips), so a run that did not exercise
@@ -22,8 +22,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import boto3
 import psycopg
 import redis
 
@@ -198,6 +199,75 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- S3 (moto's standalone server) --------------------------------------------------------------------
+
+
+class S3Server:
+    """moto's S3-compatible server as its own process on `host`:free port; `env` holds the standard AWS
+    variables a client (or a spawned process) needs to reach it."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="stylegan-s3-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        # moto accepts any credentials; they are set so boto3 never looks for real ones elsewhere.
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start(self) -> S3Server:
+        log = (self.root / "moto.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,
+        )  # fmt: skip
+        log.close()
+
+        def up() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerStartError(f"moto server exited:\n{(self.root / 'moto.log').read_text()}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.5):
+                return True
+            return False
+
+        wait_for(up, 30, "moto's S3 server to listen")
+        return self
+
+    def client(self) -> Any:
+        env = self.env
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        )
+
+    def create_bucket(self) -> str:
+        """A new empty bucket; returns its name."""
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 

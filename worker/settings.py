@@ -22,6 +22,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from worker.embedded import embedded_broker_url
 
 SQLITE_FILENAME = "stylegan.sqlite3"
+# S3's bucket naming rules; the prefix takes the characters storage keys take (worker/storage/keys.py).
+_S3_URL = re.compile(
+    r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(|[\w][\w.-]*(?:/[\w][\w.-]*)*/?))?", re.ASCII
+)
 
 
 class Settings(BaseSettings):
@@ -38,6 +42,11 @@ class Settings(BaseSettings):
 
     # --- storage: everything the embedded default writes lives under this one directory
     data_dir: Path = Path("./data")
+    # Where files go: None = data_dir/files on this machine; s3://bucket/prefix = an S3-compatible object
+    # store that every host shares (endpoint and credentials from the standard AWS_* variables).
+    storage_url: str | None = None
+    # Local copies of stored objects that need a path (models, resumed checkpoints); None = data_dir/cache/objects.
+    storage_cache_dir: Path | None = None
 
     # --- database
     # None means a SQLite file under data_dir; PostgreSQL as postgresql+psycopg://user:pw@host/db.
@@ -195,6 +204,20 @@ class Settings(BaseSettings):
             raise ValueError("database_url must start with sqlite:// or postgresql+psycopg://")
         return url
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        match = _S3_URL.fullmatch(url)
+        if match is None:
+            raise ValueError(
+                "storage_url must be s3://bucket or s3://bucket/prefix (a bucket name of 3-63 lower-case "
+                "letters, digits, dots and hyphens; a prefix of letters, digits and ._-/); leave it unset "
+                "for local files under data_dir"
+            )
+        return url
+
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, url: str | None) -> str | None:
@@ -255,6 +278,20 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url
         return f"sqlite:///{(self.data_dir.resolve() / SQLITE_FILENAME).as_posix()}"
+
+    @property
+    def storage_bucket_and_prefix(self) -> tuple[str, str]:
+        """The bucket and key prefix of an s3:// storage_url."""
+        match = _S3_URL.fullmatch(self.storage_url or "")
+        if match is None:
+            raise ValueError("storage_url is not an s3:// URL")
+        return match.group(1), (match.group(2) or "").strip("/")
+
+    @property
+    def effective_storage_cache_dir(self) -> Path:
+        if self.storage_cache_dir is not None:
+            return self.storage_cache_dir
+        return self.data_dir / "cache" / "objects"
 
     def resolved_broker_url(self) -> str:
         """The configured broker, or the embedded one for this data directory (whose port and password

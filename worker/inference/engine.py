@@ -98,7 +98,7 @@ class ModelCache:
             path = self.storage.local_path(file_key)
         except FileNotFoundError:
             raise ModelFileMissing(f"the model file {file_key!r} is missing from storage") from None
-        if path is None:  # a remote store: not built yet (worker/storage.py has only LocalStorage)
+        if path is None:  # every backend gives a path today (S3 through its cache); a future one may not
             raise ModelFileMissing(f"storage cannot give a local file for {file_key!r}")
         G = load_generator(path, device=self.device)
         return LoadedModel(file_key, Sampler(G, device=self.device), weights_bytes(G))

@@ -1,63 +1,14 @@
-"""File storage behind a small interface: a local directory now, an S3-compatible store later.
-
-Callers hold keys (`models/3f2c.../G.safetensors`), never paths, so a second backend needs no change
-outside this module. Keys are relative, slash-separated and checked, so none can escape the root.
-"""
+"""Local storage: files under one root directory, written atomically."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
-from worker.settings import Settings
-
-# Segments of letters, digits, dot, dash, underscore; no empty, "." or ".." segment.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-MAX_KEY_LENGTH = 500  # the file_key columns are String(500)
-_COPY_CHUNK = 1024 * 1024
-
-
-class InvalidKey(ValueError):
-    """A storage key that is empty, absolute, too long, or climbs out of the root."""
-
-
-def check_key(key: str) -> str:
-    """Return `key` unchanged if it is a safe relative key; raise InvalidKey otherwise."""
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"storage key must be 1..{MAX_KEY_LENGTH} characters, got {len(key)}")
-    for segment in key.split("/"):
-        if not _SEGMENT.match(segment) or segment in {".", ".."}:
-            raise InvalidKey(f"storage key {key!r} has an unsafe segment {segment!r}")
-    return key
-
-
-def new_key(prefix: str, filename: str) -> str:
-    """A fresh, collision-free key `prefix/<uuid>/filename`."""
-    return check_key(f"{prefix}/{uuid.uuid4().hex}/{filename}")
-
-
-@runtime_checkable
-class Storage(Protocol):
-    """Where job inputs and outputs live. Writes are all-or-nothing: a reader never sees half a file."""
-
-    def put_bytes(self, key: str, data: bytes) -> str: ...
-
-    def put_file(self, key: str, source: Path | BinaryIO) -> str: ...
-
-    def open(self, key: str) -> BinaryIO: ...
-
-    def local_path(self, key: str) -> Path | None: ...
-
-    def size(self, key: str) -> int: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def delete(self, key: str) -> None: ...
+from worker.storage.keys import COPY_CHUNK, InvalidKey, check_key
 
 
 class LocalStorage:
@@ -84,9 +35,9 @@ class LocalStorage:
         with self._atomic_writer(key) as out:
             if isinstance(source, Path):
                 with source.open("rb") as src:
-                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+                    shutil.copyfileobj(src, out, COPY_CHUNK)
             else:
-                shutil.copyfileobj(source, out, _COPY_CHUNK)
+                shutil.copyfileobj(source, out, COPY_CHUNK)
         return key
 
     def open(self, key: str) -> BinaryIO:
@@ -144,8 +95,3 @@ class _AtomicWriter:
                     os.close(dir_fd)
         finally:
             self.tmp.unlink(missing_ok=True)
-
-
-def make_storage(settings: Settings) -> Storage:
-    """The configured storage; today always a LocalStorage under data_dir/files."""
-    return LocalStorage(settings.data_dir / "files")
