@@ -20,6 +20,7 @@ from api.metrics import ObserveRequests, install_metrics
 from api.middleware import BodySizeLimit
 from api.routes import health
 from api.routes.v1 import router as v1_router
+from api.web.routes import install_web
 from worker.celery_app import make_celery
 from worker.db.session import make_engine, make_session_factory
 from worker.settings import Settings, get_settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(v1_router, prefix="/v1")
     install_docs(app)
+    install_web(app)  # the web page at `/`, over the API above
     install_metrics(app)  # its latency middleware wraps all the others but the access log
     # Outermost: the line's latency is the whole request's.
     app.add_middleware(ObserveRequests, observe=log_access)

@@ -1,0 +1,1 @@
+"""The web page for people (issue 11): plain HTML and JavaScript modules over the public HTTP API."""
