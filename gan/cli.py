@@ -18,9 +18,9 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register every gan command; heavy modules are imported inside the handlers."""
-    from gan.commands import convert, dataset, generate, metrics, project, train
+    from gan.commands import convert, dataset, directions, generate, metrics, project, train
 
-    for group in (generate, convert, dataset, train, metrics, project):
+    for group in (generate, directions, convert, dataset, train, metrics, project):
         group.register(subparsers)
 
 

@@ -425,6 +425,16 @@ def grid(images: np.ndarray) -> np.ndarray:
     return images.transpose(0, 2, 1, 3, 4).reshape(r * h, c * w, ch)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A clip's move along one direction: strength from `start` to `stop` over its frames."""
+
+    direction: Direction
+    start: float = -3.0
+    stop: float = 3.0
+    layers: str | None = None  # None: the direction's own range
+
+
 def sweep_strengths(start: float, stop: float, frames: int, loop: bool = False) -> list[float]:
     """Strengths for a clip along one direction: `frames` evenly from start to stop (and back, looped)."""
     if frames < 1:

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from gan.editing import Edit, Sweep, apply_edits, sweep_strengths
 from gan.errors import GanError
 from gan.sampling import Sampler, to_uint8
 from gan.vocabulary import NoiseMode, check_noise_mode
@@ -142,6 +143,8 @@ def walk_frames(
     translate: tuple[tuple[float, float], tuple[float, float]] | None = None,
     rotate: tuple[float, float] | None = None,
     batch_size: int = 8,
+    edits: Sequence[Edit] = (),
+    sweep: Sweep | None = None,
 ) -> Iterator[np.ndarray]:
     """uint8 frames [H, W, C], one at a time, rendered `batch_size` per forward pass.
 
@@ -150,12 +153,18 @@ def walk_frames(
 
     `translate` ((x0, y0), (x1, y1)) and `rotate` (deg0, deg1) move a StyleGAN3 model's input transform
     along the walk; with a single seed they make a pure camera move over a fixed image.
+
+    `edits` (gan.editing) move every frame's ws; `sweep` moves them along one direction, its strength
+    going from `sweep.start` to `sweep.stop` over the frames (and back, looped): with a single seed, the
+    classic editing clip.
     """
     if space not in ("w", "z"):
         raise GanError(f"invalid space {space!r}: use w or z")
     has_path = translate is not None or rotate is not None
-    if len(seeds) < 2 and not has_path:
-        raise GanError("a walk needs at least two seeds, or one seed and a StyleGAN3 translate/rotate path")
+    if len(seeds) < 2 and not has_path and sweep is None:
+        raise GanError(
+            "a walk needs at least two seeds, or one seed and a StyleGAN3 translate/rotate path or a sweep"
+        )
     if has_path and not sampler.is_stylegan3:
         raise GanError("translate and rotate need a StyleGAN3 model (they move its Fourier input)")
     if batch_size < 1:
@@ -172,6 +181,15 @@ def walk_frames(
     else:
         keys = sampler.ws_for_seeds(seeds, psi=psi, cutoff=cutoff, class_idx=class_idx)
         ws = interpolate(keys, num_frames, loop, "lerp")  # [F, num_ws, w_dim]
+    ws = apply_edits(ws.cpu(), edits, sampler.config)
+    if sweep is not None:
+        strengths = sweep_strengths(sweep.start, sweep.stop, num_frames, loop)
+        ws = torch.stack(
+            [
+                apply_edits(frame, [Edit(sweep.direction, s, sweep.layers)], sampler.config)
+                for frame, s in zip(ws, strengths, strict=True)
+            ]
+        )
 
     path = transform_path(num_frames, translate, rotate, loop) if has_path else None
     check_noise_mode(noise_mode)

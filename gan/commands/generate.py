@@ -15,6 +15,7 @@ from gan.vocabulary import NOISE_MODES
 if TYPE_CHECKING:
     import numpy as np
 
+    from gan.editing import Edit, Sweep
     from gan.sampling import Sampler
 
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="StyleGAN3 only: translate the image by X,Y (e.g. 0.3,1; --translate=-0.3,1 if negative)",
     )
     p.add_argument("--rotate", type=float, help="StyleGAN3 only: rotate the image by DEG degrees")
+    _edit_options(p)
     p.add_argument("--outdir", required=True, help="where to write the PNGs")
     p.set_defaults(handler=_generate)
 
@@ -75,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--rotate",
         help="StyleGAN3 only: DEG0:DEG1 turns the image along the walk; DEG holds it (--rotate=-30:30)",
     )
+    _edit_options(p)
+    p.add_argument(
+        "--sweep",
+        metavar="ID:START:STOP",
+        help="move along a direction over the clip, strength START to STOP (e.g. sefa-all-0:-5:5); "
+        "with one seed, the classic editing clip",
+    )
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .webp")
     p.set_defaults(handler=_video)
 
@@ -90,6 +99,33 @@ def _truncation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc-cutoff", type=int, help="truncate only the first N ws (default: all)")
     p.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
     p.add_argument("--class", dest="class_idx", type=int, help="class index for a conditional model")
+
+
+def _edit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--edit",
+        action="append",
+        default=[],
+        metavar="ID:STRENGTH[@RANGE]",
+        help="move the ws along a direction of --directions (repeatable; RANGE: coarse, middle, fine, all, a-b)",
+    )
+    p.add_argument(
+        "--directions", help="directions file from `stylegan directions` (.npz) or one .npy vector"
+    )
+
+
+def _edits(args: argparse.Namespace, sampler: Sampler) -> list[Edit]:
+    """The --edit options as edits on this model, checked (unknown ids, ranges it does not have)."""
+    from gan.editing import load_directions, offsets, parse_edit, resolve_edits
+    from gan.errors import GanError
+
+    if not args.edit:
+        return []
+    if args.directions is None:
+        raise GanError("--edit needs --directions FILE (from `stylegan directions`)")
+    edits = resolve_edits([parse_edit(text) for text in args.edit], load_directions(args.directions))
+    offsets(edits, sampler.config)  # refuse a range or a vector length this model does not have, now
+    return edits
 
 
 def _load(args: argparse.Namespace) -> Sampler:
@@ -128,20 +164,36 @@ def _generate(args: argparse.Namespace) -> int:
     # Check the request against the model before creating the output directory.
     sampler.labels(1, args.class_idx)
     sampler.transform(translate, args.rotate)
+    edits = _edits(args, sampler)
     os.makedirs(args.outdir, exist_ok=True)
     with _progress(len(seeds), "generate") as bar:
         for start in range(0, len(seeds), args.batch):
             chunk = seeds[start : start + args.batch]
-            images = sampler.images(
-                chunk,
-                psi=args.trunc,
-                cutoff=args.trunc_cutoff,
-                noise_mode=args.noise_mode,
-                class_idx=args.class_idx,
-                translate=translate,
-                rotate=args.rotate,
-                batch_size=args.batch,
-            )
+            if edits:
+                from gan.editing import apply_edits
+
+                ws = sampler.ws_for_seeds(
+                    chunk, psi=args.trunc, cutoff=args.trunc_cutoff, class_idx=args.class_idx
+                )
+                images = sampler.images_from_ws(
+                    apply_edits(ws.cpu(), edits, sampler.config),
+                    noise_mode=args.noise_mode,
+                    translate=translate,
+                    rotate=args.rotate,
+                    noise_seeds=chunk,
+                    batch_size=args.batch,
+                )
+            else:
+                images = sampler.images(
+                    chunk,
+                    psi=args.trunc,
+                    cutoff=args.trunc_cutoff,
+                    noise_mode=args.noise_mode,
+                    class_idx=args.class_idx,
+                    translate=translate,
+                    rotate=args.rotate,
+                    batch_size=args.batch,
+                )
             for seed, image in zip(chunk, images, strict=True):
                 _save_png(image, os.path.join(args.outdir, f"seed{seed:04d}.png"))
             bar.update(len(chunk))
@@ -219,6 +271,8 @@ def _video(args: argparse.Namespace) -> int:
     translate = _parse_path2(args.translate) if args.translate is not None else None
     rotate = _parse_path1(args.rotate) if args.rotate is not None else None
     sampler = _load(args)
+    edits = _edits(args, sampler)
+    sweep = _sweep(args, sampler)
     frames = walk_frames(
         sampler,
         seeds,
@@ -232,6 +286,8 @@ def _video(args: argparse.Namespace) -> int:
         translate=translate,
         rotate=rotate,
         batch_size=args.batch,
+        edits=edits,
+        sweep=sweep,
     )
     data = encode_video(
         tqdm(frames, total=args.frames, desc="video", unit="frame", disable=None), fmt, args.fps
@@ -242,3 +298,20 @@ def _video(args: argparse.Namespace) -> int:
     with open(args.out, "wb") as f:
         f.write(data)
     return 0
+
+
+def _sweep(args: argparse.Namespace, sampler: Sampler) -> Sweep | None:
+    from gan.editing import Sweep, load_directions, parse_edit, resolve_edits
+    from gan.errors import GanError
+
+    if args.sweep is None:
+        return None
+    if args.directions is None:
+        raise GanError("--sweep needs --directions FILE (from `stylegan directions`)")
+    direction_id, sep, rest = args.sweep.partition(":")
+    start, sep2, stop = rest.partition(":")
+    if not (sep and sep2):
+        raise GanError(f"invalid --sweep {args.sweep!r}: expected ID:START:STOP, like sefa-all-0:-5:5")
+    first, last = parse_edit(f"{direction_id}:{start}"), parse_edit(f"{direction_id}:{stop}")
+    [edit] = resolve_edits([first], load_directions(args.directions))
+    return Sweep(edit.direction, first.strength, last.strength)
