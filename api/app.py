@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, settings=settings)
     app.include_router(health.router)
     app.include_router(v1_router, prefix="/v1")
     install_docs(app)

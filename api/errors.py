@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -108,7 +109,7 @@ class UnknownQueryParameters(InvalidRequest):
         ]
         super().__init__(f"{'; '.join(sentences)}; this route accepts query parameters: {allowed}")
         self.errors = [
-            {"field": f"query {name}", "message": "unknown parameter", "value": value}
+            {"field": f"query {name}", "message": "unknown parameter", "value": echo(value)}
             for name, value in unknown.items()
         ]
 
@@ -220,6 +221,29 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# The most of a client's input a validation problem repeats back: enough to recognise the value, never
+# the whole of it (a 1 MiB string sent back inside `detail` and `errors` would double every refusal).
+MAX_ECHO_CHARS = 200
+
+
+def echo(value: Any) -> Any:
+    """A client's value as a problem's `errors` repeat it: JSON-safe (bytes decoded, NaN and
+    infinities as strings, which strict JSON has no number for) and at most MAX_ECHO_CHARS long."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "..."
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Containers: their JSON text, cut; allow_nan keeps a nested NaN from failing the echo itself.
+    text = json.dumps(value, default=str, allow_nan=True)
+    if len(text) <= MAX_ECHO_CHARS and "NaN" not in text and "Infinity" not in text:
+        return json.loads(text)
+    return text[:MAX_ECHO_CHARS] + ("..." if len(text) > MAX_ECHO_CHARS else "")
+
+
 def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """One readable sentence per error, joined, plus the structured list (field, value, message)."""
     sentences: list[str] = []
@@ -239,8 +263,13 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str
         else:
             field = _location(loc)
             value = error.get("input")
+            if kind == "too_long" and isinstance(value, str):
+                # A length checked after a validator (worker.wire.Name) is worded for any sequence.
+                message = (
+                    f"String should have at most {(error.get('ctx') or {}).get('max_length')} characters"
+                )
             sentence = f"{field}: {message} (got {_short(value)})"
-            items.append({"field": field, "message": message, "value": value})
+            items.append({"field": field, "message": message, "value": echo(value)})
         sentences.append(sentence)
     return "; ".join(sentences), items
 
@@ -248,7 +277,7 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str
 async def _validation_handler(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
     detail, items = describe_validation_errors(exc.errors())
-    # jsonable: pydantic may put bytes or arbitrary objects in `input`.
+    # jsonable: `echo` made each value JSON-safe; `default=str` covers what else pydantic may put there.
     safe = json.loads(json.dumps(items, default=str))
     return problem(422, "Invalid request", detail, slug="invalid-request", errors=safe)
 

@@ -34,6 +34,7 @@ WORKER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "worker.storage",
             "worker.catalog",
             "worker.devices",
+            "worker.wire",
         ),
     ),
     ("db", ("worker.db", "worker.events", "worker.webhooks", "worker.artifacts")),

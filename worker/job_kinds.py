@@ -7,7 +7,6 @@ worker without either importing the other.
 
 from __future__ import annotations
 
-import math
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gan.vocabulary import MAX_SEED, METRIC_EXAMPLES, METRIC_NAME, NoiseMode, PresetName
+from worker.wire import MAX_INT64, Name, Text, WireModel
 
 QueueName = Literal["inference", "training"]
 QUEUES: tuple[QueueName, ...] = ("inference", "training")
@@ -38,12 +38,12 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_PROBE_SECONDS = 3600.0
 
 
-class ProbeParams(BaseModel):
+class ProbeParams(WireModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     seconds: float = Field(default=0.0, ge=0.0, le=MAX_PROBE_SECONDS)
     queue: QueueName = "inference"
-    fail_message: str | None = Field(default=None, min_length=1, max_length=1000)
+    fail_message: Text | None = Field(default=None, min_length=1, max_length=1000)
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -51,50 +51,85 @@ class ProbeParams(BaseModel):
         # Strict mode refuses ints for a float field; an int number of seconds is fine, a bool is not.
         if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number")
         return value
 
 
-class MixGridParams(BaseModel):
+class MixGridParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=36)
     rows: list[int] = Field(min_length=1, max_length=16)
     cols: list[int] = Field(min_length=1, max_length=16)
-    styles: str = Field(default="0-6", min_length=1, max_length=200)
-    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
-    cutoff: int | None = Field(default=None, ge=1)
+    styles: Name = Field(default="0-6", min_length=1, max_length=200)
+    psi: float = Field(default=0.7, ge=-2.0, le=2.0)
+    cutoff: int | None = Field(default=None, ge=1, le=MAX_INT64)
     noise: NoiseMode = "const"
-    class_idx: int | None = Field(default=None, ge=0)
+    class_idx: int | None = Field(default=None, ge=0, le=MAX_INT64)
 
 
-class VideoParams(BaseModel):
+class SweepParams(BaseModel):
+    """A video's move along one direction: strength from `start` to `stop` over the frames."""
+
+    model_config = ConfigDict(extra="forbid")
+    direction: str = Field(min_length=1, max_length=100)
+    start: float = Field(default=-3.0, ge=-100, le=100, allow_inf_nan=False)
+    stop: float = Field(default=3.0, ge=-100, le=100, allow_inf_nan=False)
+    layers: str | None = Field(default=None, min_length=1, max_length=20)
+
+
+class VideoParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=36)
     seeds: list[int] = Field(min_length=1, max_length=64)
-    frames: int = Field(default=60, ge=1)
-    fps: float = Field(default=30.0, gt=0, le=120, allow_inf_nan=False)
+    frames: int = Field(default=60, ge=1, le=MAX_INT64)
+    fps: float = Field(default=30.0, gt=0, le=120)
     space: Literal["w", "z"] = "w"
     format: Literal["mp4", "gif", "webp"] = "mp4"
     loop: bool = False
-    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
-    cutoff: int | None = Field(default=None, ge=1)
+    psi: float = Field(default=0.7, ge=-2.0, le=2.0)
+    cutoff: int | None = Field(default=None, ge=1, le=MAX_INT64)
     noise: NoiseMode = "const"
-    class_idx: int | None = Field(default=None, ge=0)
+    class_idx: int | None = Field(default=None, ge=0, le=MAX_INT64)
     translate: tuple[tuple[float, float], tuple[float, float]] | None = None
     rotate: tuple[float, float] | None = None
+    edit: list[str] = Field(default_factory=list, max_length=8)  # ID:STRENGTH[@RANGE], every frame
+    sweep: SweepParams | None = None
 
 
-class ModelImportParams(BaseModel):
+class GanSpaceParams(BaseModel):
+    """GANSpace on a model: PCA of `samples` mapped w (gan.editing.ganspace)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str = Field(min_length=1, max_length=36)
+    samples: int = Field(default=100_000, ge=100, le=1_000_000)
+    k: int = Field(default=20, ge=1, le=64)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+
+class EditGridParams(BaseModel):
+    """Seeds (rows) x strengths (columns) along one direction, as one PNG."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str = Field(min_length=1, max_length=36)
+    direction: str = Field(min_length=1, max_length=100)
+    seeds: list[int] = Field(min_length=1, max_length=16)
+    strengths: list[float] = Field(min_length=1, max_length=16)
+    layers: str | None = Field(default=None, min_length=1, max_length=20)
+    edit: list[str] = Field(default_factory=list, max_length=8)  # applied to every cell first
+    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
+    cutoff: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    class_idx: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
+class ModelImportParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2000, description="http(s) URL of the network file.")
+    url: Name = Field(min_length=1, max_length=2000, description="http(s) URL of the network file.")
     sha256: str | None = Field(default=None, description="Expected sha256 of the downloaded bytes.")
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
-    catalog: str | None = Field(default=None, max_length=100, description="The catalogue entry, if any.")
-    license_note: str | None = Field(default=None, min_length=1, max_length=MAX_LICENSE_NOTE_LENGTH)
+    name: Name | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    catalog: Name | None = Field(default=None, max_length=100, description="The catalogue entry, if any.")
+    license_note: Text | None = Field(default=None, min_length=1, max_length=MAX_LICENSE_NOTE_LENGTH)
 
     @field_validator("url")
     @classmethod
@@ -113,7 +148,7 @@ class ModelImportParams(BaseModel):
         return value.lower() if value is not None else None
 
 
-class ProjectionParams(BaseModel):
+class ProjectionParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=36)
@@ -122,7 +157,7 @@ class ProjectionParams(BaseModel):
     steps: int = Field(default=1000, ge=1, le=100_000)
     seed: int = Field(default=303, ge=0, le=MAX_SEED)
     save_video: bool = False
-    class_idx: int | None = Field(default=None, ge=0)
+    class_idx: int | None = Field(default=None, ge=0, le=MAX_INT64)
 
     @field_validator("image_key")
     @classmethod
@@ -135,13 +170,13 @@ class ProjectionParams(BaseModel):
         return key
 
 
-class DatasetPrepareParams(BaseModel):
+class DatasetPrepareParams(WireModel):
     """What the API hands the job: where the staged upload is, and how to prepare it."""
 
     model_config = ConfigDict(extra="forbid")
 
     upload_key: str = Field(description="Storage key of the staged upload (uploads/<hex>/source.zip).")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     resolution: int | None = Field(default=None, ge=4, le=8192)
     transform: DatasetTransform = "center-crop"
     labels: dict[str, Any] | None = None
@@ -162,7 +197,7 @@ class DatasetPrepareParams(BaseModel):
         return value
 
 
-class TrainingParams(BaseModel):
+class TrainingParams(WireModel):
     """A training request, as stored in the job row. Defaults follow the official train.py where it has
     one; `snap` is smaller, because a checkpoint is also what a replaced worker resumes from."""
 
@@ -171,16 +206,16 @@ class TrainingParams(BaseModel):
     dataset_id: str = Field(min_length=1, max_length=36)
     base_model_id: str | None = Field(default=None, min_length=1, max_length=36)
     cfg: PresetName | None = None
-    kimg: float = Field(default=1000.0, gt=0, le=100_000, allow_inf_nan=False)
+    kimg: float = Field(default=1000.0, gt=0, le=100_000)
     batch: int | None = Field(default=None, ge=1, le=4096)
-    gamma: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gamma: float | None = Field(default=None, ge=0)
     aug: Literal["ada", "fixed", "noaug"] = "ada"
     target: float = Field(default=0.6, ge=0, le=1)
     p: float | None = Field(default=None, ge=0, le=1)
     mirror: bool = False
     freezed: int = Field(default=0, ge=0, le=64)
     snap: int = Field(default=10, ge=1, le=10_000)
-    tick: float = Field(default=4.0, gt=0, le=10_000, allow_inf_nan=False)
+    tick: float = Field(default=4.0, gt=0, le=10_000)
     metrics: list[str] = Field(default_factory=list, max_length=8)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     # Channel base/max of networks trained from scratch (demos, tests). When fine-tuning a base model
@@ -207,13 +242,6 @@ class TrainingParams(BaseModel):
             if not METRIC_NAME.match(name):
                 raise ValueError(f"unknown metric {name!r}; expected e.g. {METRIC_EXAMPLES}")
         return names
-
-    @field_validator("p")
-    @classmethod
-    def _finite_p(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     def check_choice(self) -> None:
         """The choices that involve two fields; the API calls this before writing the job row."""
@@ -254,6 +282,8 @@ JOB_KINDS: Mapping[str, JobKind] = {
     "projection": JobKind(queue="inference", params_model=ProjectionParams),
     "dataset_prepare": JobKind(queue="inference", params_model=DatasetPrepareParams),
     "training": JobKind(queue="training", params_model=TrainingParams),
+    "ganspace": JobKind(queue="inference", params_model=GanSpaceParams),
+    "edit_grid": JobKind(queue="inference", params_model=EditGridParams),
 }
 
 

@@ -315,3 +315,14 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings()
+    # Bodies of routes that take no upload (JSON): counted as they arrive and refused (413) past this,
+    # whatever their Content-Type claims. Our largest JSON request (a training job) is under 4 KiB.
+    max_json_body_bytes: int = Field(default=1024**2, gt=0)
+    # The request line and headers together (414/431 past it): a query string or a header of megabytes
+    # is an attack, and the HTTP parser would otherwise buffer all of it before the app sees a byte.
+    max_request_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    # A client that has not finished its request line and headers this long after starting them, or
+    # that sends no body bytes for this long while the body is incomplete, is answered 408 and cut
+    # off: each stalled connection holds a socket and a parser (uvicorn itself waits forever).
+    request_header_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.wire import Name, WireModel
+
 if TYPE_CHECKING:
     from worker.db.models import Job
 
@@ -25,7 +27,7 @@ WEBHOOK_URL_FIELD: Any = Field(
 )
 
 
-class JobCreate(BaseModel):
+class JobCreate(WireModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -44,7 +46,7 @@ class JobCreate(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters for this kind, checked before the job is queued."
     )
-    webhook_url: str | None = WEBHOOK_URL_FIELD
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
 
 
 class JobOut(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD
 from worker.job_kinds import MAX_LICENSE_NOTE_LENGTH, MAX_NAME_LENGTH
+from worker.wire import Name, Text, WireModel
 
 if TYPE_CHECKING:
     from worker.catalog import CatalogEntry
@@ -89,7 +90,7 @@ class ModelList(BaseModel):
     offset: int
 
 
-class ModelImportRequest(BaseModel):
+class ModelImportRequest(WireModel):
     """JSON body of `POST /v1/models`: import from the catalogue or from a URL, as a job."""
 
     model_config = ConfigDict(
@@ -106,14 +107,14 @@ class ModelImportRequest(BaseModel):
         },
     )
 
-    catalog: str | None = Field(default=None, max_length=100, description="A name from `GET /v1/catalog`.")
-    url: str | None = Field(default=None, max_length=2000, description="An http(s) URL of a network file.")
+    catalog: Name | None = Field(default=None, max_length=100, description="A name from `GET /v1/catalog`.")
+    url: Name | None = Field(default=None, max_length=2000, description="An http(s) URL of a network file.")
     sha256: str | None = Field(
         default=None, description="With `url`: the expected sha256; a mismatch fails the job."
     )
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
-    webhook_url: str | None = WEBHOOK_URL_FIELD
-    license_note: str | None = Field(
+    name: Name | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
+    license_note: Text | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_LICENSE_NOTE_LENGTH,

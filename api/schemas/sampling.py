@@ -9,14 +9,14 @@ sampling uses (the commands default to 1).
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD
 from gan.errors import ConfigError
 from gan.vocabulary import NoiseMode, check_seed
+from worker.wire import MAX_INT64, Name, WireModel
 
 # Truncation beyond +-2 extrapolates far outside anything the generator was trained to produce.
 PSI_MIN, PSI_MAX = -2.0, 2.0
@@ -32,29 +32,27 @@ MAX_FPS = 120.0
 # route's own (api.deps.reject_unknown_query_params, which reads these models' fields by alias).
 
 
-class _NoiseQuery(BaseModel):
+class _NoiseQuery(WireModel):
     noise: NoiseMode = Field(
         default="const", description="Noise inputs: const, random (seeded by the image's seed) or none."
     )
 
 
-class _TransformQuery(BaseModel):
+class _TransformQuery(WireModel):
     # A string, parsed by the service, so that a malformed pair is a 422 saying what a pair looks like.
     translate: str | None = Field(
         default=None, max_length=100, description="StyleGAN3 only: `x,y`.", examples=["0.3,-0.1"]
     )
-    rotate: float | None = Field(default=None, allow_inf_nan=False, description="StyleGAN3 only: degrees.")
+    rotate: float | None = Field(default=None, description="StyleGAN3 only: degrees.")
 
 
-class _TruncationQuery(BaseModel):
-    psi: float = Field(
-        default=DEFAULT_PSI, ge=PSI_MIN, le=PSI_MAX, allow_inf_nan=False, description="Truncation psi."
-    )
+class _TruncationQuery(WireModel):
+    psi: float = Field(default=DEFAULT_PSI, ge=PSI_MIN, le=PSI_MAX, description="Truncation psi.")
     cutoff: int | None = Field(
-        default=None, ge=1, description="Truncate only the first `cutoff` ws (default: all)."
+        default=None, ge=1, le=MAX_INT64, description="Truncate only the first `cutoff` ws (default: all)."
     )
     class_idx: int | None = Field(
-        default=None, alias="class", ge=0, description="Class, for conditional models only."
+        default=None, alias="class", ge=0, le=MAX_INT64, description="Class, for conditional models only."
     )
 
 
@@ -81,22 +79,20 @@ class MixQuery(_NoiseQuery, _TruncationQuery):
 # --- job bodies -----------------------------------------------------------------------------------------
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-class _Truncation(BaseModel):
+class _Truncation(WireModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     psi: float = Field(default=DEFAULT_PSI, ge=PSI_MIN, le=PSI_MAX, description="Truncation psi.")
     cutoff: int | None = Field(
-        default=None, ge=1, description="Truncate only the first `cutoff` ws (default: all)."
+        default=None, ge=1, le=MAX_INT64, description="Truncate only the first `cutoff` ws (default: all)."
     )
     noise: NoiseMode = Field(default="const", description="Noise inputs (StyleGAN2; no effect on StyleGAN3).")
     class_idx: int | None = Field(
-        default=None, ge=0, alias="class", description="Class index; required by conditional models only."
+        default=None,
+        ge=0,
+        le=MAX_INT64,
+        alias="class",
+        description="Class index; required by conditional models only.",
     )
 
 
@@ -113,7 +109,7 @@ class MixGridCreate(_Truncation):
     )
 
     rows: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Row seeds.")
-    webhook_url: str | None = WEBHOOK_URL_FIELD
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
     cols: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Column seeds.")
     styles: str = Field(
         default="0-6",
@@ -156,8 +152,10 @@ class VideoCreate(_Truncation):
     )
 
     seeds: list[int] = Field(min_length=1, max_length=MAX_WALK_SEEDS, description="Key seeds, in walk order.")
-    webhook_url: str | None = WEBHOOK_URL_FIELD
-    frames: int = Field(default=60, ge=1, description="Frames in all (at most STYLEGAN_VIDEO_MAX_FRAMES).")
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
+    frames: int = Field(
+        default=60, ge=1, le=MAX_INT64, description="Frames in all (at most STYLEGAN_VIDEO_MAX_FRAMES)."
+    )
     fps: float = Field(default=30.0, gt=0, le=MAX_FPS, description="Frames per second (GIF: at most 50).")
     space: Literal["w", "z"] = "w"
     format: Literal["mp4", "gif", "webp"] = "mp4"
@@ -173,27 +171,3 @@ class VideoCreate(_Truncation):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         return MixGridCreate._seeds(seeds)
-
-    @field_validator("fps")
-    @classmethod
-    def _fps(cls, fps: float) -> float:
-        return _finite(fps)
-
-    @field_validator("translate")
-    @classmethod
-    def _translate(
-        cls, path: tuple[tuple[float, float], tuple[float, float]] | None
-    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
-        if path is not None:
-            for point in path:
-                for value in point:
-                    _finite(value)
-        return path
-
-    @field_validator("rotate")
-    @classmethod
-    def _rotate(cls, path: tuple[float, float] | None) -> tuple[float, float] | None:
-        if path is not None:
-            for value in path:
-                _finite(value)
-        return path

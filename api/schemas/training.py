@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.jobs import WEBHOOK_URL_FIELD, JobOut, job_out
 from worker.job_kinds import TrainingParams
+from worker.wire import Name
 
 if TYPE_CHECKING:
     from worker.db.models import Checkpoint, Job
@@ -37,7 +38,7 @@ class TrainingJobCreate(TrainingParams):
         },
     )
 
-    webhook_url: str | None = WEBHOOK_URL_FIELD
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
 
     def job_params(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"webhook_url"})

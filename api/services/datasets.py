@@ -8,7 +8,6 @@ preparation is `worker.tasks.dataset_prepare.prepare_and_register`, under the se
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import uuid
@@ -37,6 +36,7 @@ from worker.tasks.dataset_prepare import (
     prepare_and_register,
     upload_key,
 )
+from worker.wire import check_name, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def parse_labels(text: str | None) -> dict[str, Any] | None:
     if text is None or not text.strip():
         return None
     try:
-        labels = json.loads(text)
-    except json.JSONDecodeError as exc:
+        labels = load_json(text)
+    except ValueError as exc:  # malformed, nested too deep, or a non-finite number
         raise InvalidRequest(f"form field labels: not valid JSON: {exc}") from None
     if not isinstance(labels, dict):
         raise InvalidRequest(
@@ -138,6 +138,10 @@ def create_dataset(
         first = Path(files[0][0] or "upload").name
         name = Path(first).stem if len(files) == 1 else f"{len(files)} images"
         name = name[:200] or "upload"
+        try:
+            check_name(name)  # the first file's name became the dataset's
+        except ValueError as exc:
+            raise InvalidRequest(f"form field file: the file name {exc}") from None
     storage = make_storage(settings)
 
     with tempfile.TemporaryDirectory(prefix="stylegan-upload-") as tmp:

@@ -20,6 +20,7 @@ from api.errors import InvalidRequest
 from worker.db.models import Job, JobEvent
 from worker.events import events_after
 from worker.jobs import TERMINAL_STATES
+from worker.wire import MAX_INT64
 
 # SSE `retry:` (ms): how long a browser's EventSource waits before reconnecting after a drop.
 RECONNECT_MS = 2000
@@ -35,8 +36,9 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
             raise InvalidRequest(
                 f"header Last-Event-ID: must be an event id (an integer) from this stream, got {last_event_id!r}"
             ) from None
-        if value < 0:
-            raise InvalidRequest(f"header Last-Event-ID: must be >= 0, got {value}")
+        # Ids are 64-bit database keys: a larger one would overflow the driver, not just match nothing.
+        if not 0 <= value <= MAX_INT64:
+            raise InvalidRequest(f"header Last-Event-ID: must be in [0, {MAX_INT64}], got {value}")
         return value
     return after or 0
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -51,6 +51,7 @@ from worker.model_import import (
 from worker.net import check_public_url
 from worker.settings import Settings
 from worker.storage import make_storage
+from worker.wire import check_name, check_text
 
 UPLOAD_FIELDS = ("file", "name", "license_note")
 # Text fields are short; a larger one is a mistake (or an attempt to make us buffer it).
@@ -130,6 +131,11 @@ class _UploadParser:
             if self.file_seen:
                 raise InvalidRequest("body file: send one file per request")
             self.file_seen = True
+            if filename is not None:
+                try:
+                    check_name(filename)  # it names the model when the form gives no name
+                except ValueError as exc:
+                    raise InvalidRequest(f"body file: the file name {exc}") from None
             self.file_filename = filename
         elif name in self.text:
             raise InvalidRequest(f"body {name}: given more than once")
@@ -153,7 +159,7 @@ class _UploadParser:
             if len(buffer) > _TEXT_FIELD_LIMITS[self.field]:
                 raise InvalidRequest(f"body {self.field}: too long")
 
-    def text_field(self, name: str, max_chars: int) -> str | None:
+    def text_field(self, name: str, max_chars: int, check: Callable[[str], str]) -> str | None:
         raw = self.text.get(name)
         if raw is None:
             return None
@@ -165,7 +171,10 @@ class _UploadParser:
             raise InvalidRequest(f"body {name}: must not be empty when given")
         if len(value) > max_chars:
             raise InvalidRequest(f"body {name}: at most {max_chars} characters, got {len(value)}")
-        return value
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"body {name}: {exc}") from None
 
 
 async def receive_upload(
@@ -202,8 +211,8 @@ async def receive_upload(
             sha256=receiver.digest.hexdigest(),
             size=receiver.size,
             filename=receiver.file_filename,
-            name=receiver.text_field("name", MAX_NAME_LENGTH),
-            license_note=receiver.text_field("license_note", MAX_LICENSE_NOTE_LENGTH),
+            name=receiver.text_field("name", MAX_NAME_LENGTH, check_name),
+            license_note=receiver.text_field("license_note", MAX_LICENSE_NOTE_LENGTH, check_text),
         )
     except BaseException:
         path.unlink(missing_ok=True)

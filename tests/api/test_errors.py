@@ -97,7 +97,7 @@ def test_oversized_declared_body_is_refused_before_reading(client: TestClient) -
 
 def test_oversized_streamed_body_is_cut_off(make_client: Callable[..., TestClient]) -> None:
     limit = 4096
-    client = make_client(max_upload_bytes=limit)
+    client = make_client(max_json_body_bytes=limit)
     chunks_sent = 0
 
     def chunks() -> Iterator[bytes]:
@@ -114,7 +114,7 @@ def test_oversized_streamed_body_is_cut_off(make_client: Callable[..., TestClien
 
 
 def test_small_body_under_a_small_limit_still_passes(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(max_upload_bytes=4096)
+    client = make_client(max_json_body_bytes=4096)
     body = assert_problem(client.post("/v1/jobs", json={"kind": "teleport"}), 422)
     assert "teleport" in str(body["detail"])
 

@@ -12,11 +12,13 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, st
 from fastapi.responses import JSONResponse
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.middleware import upload_route
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.datasets import DatasetList, DatasetOut, TransformName, dataset_out
 from api.schemas.jobs import JobOut, job_out
 from api.services import datasets as service
 from worker.db.models import Dataset
+from worker.wire import MAX_INT64, Name
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=problem_responses(401))
 
@@ -43,18 +45,21 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], responses=problem_resp
     },
     response_model=None,
 )
+@upload_route(lambda settings: settings.max_upload_bytes)
 def create_dataset(
     file: Annotated[list[UploadFile], File(description="One zip, or one image per repeated field.")],
     session: SessionDep,
     celery: CeleryDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    resolution: Annotated[int | None, Form(description="Power of two; default from the images.")] = None,
+    resolution: Annotated[
+        int | None, Form(le=MAX_INT64, description="Power of two; default from the images.")
+    ] = None,
     transform: Annotated[TransformName, Form()] = "center-crop",
-    name: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
+    name: Annotated[Name | None, Form(min_length=1, max_length=200)] = None,
     labels: Annotated[str | None, Form(description="JSON labels (optional).")] = None,
     webhook_url: Annotated[
-        str | None, Form(max_length=2000, description="Notified when a large upload's preparation job ends.")
+        Name | None, Form(max_length=2000, description="Notified when a large upload's preparation job ends.")
     ] = None,
 ) -> JSONResponse:
     created = service.create_dataset(

@@ -12,6 +12,7 @@ from api.deps import OwnerDep, SettingsDep
 from api.schemas.common import problem_responses
 from api.services import events as service
 from api.services import jobs as job_service
+from worker.wire import MAX_INT64
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401))
 
@@ -46,7 +47,9 @@ async def job_events(
     request: Request,
     settings: SettingsDep,
     owner: OwnerDep,
-    after: Annotated[int | None, Query(ge=0, description="Only events with a larger id.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="Only events with a larger id.")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
 ) -> StreamingResponse:
     sessions = request.app.state.session_factory

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, IdempotencyKey, OwnerDep, SessionDep, SettingsDep, accepted, get_owner
 from api.errors import InvalidRequest, describe_validation_errors
+from api.middleware import upload_route
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobOut, job_out
 from api.schemas.models import (
@@ -81,6 +82,7 @@ _CREATE_BODY: dict[str, Any] = {
         **problem_responses(400, 413, 415, 422, 503),
     },
 )
+@upload_route(lambda settings: settings.max_upload_bytes)
 async def create_model(
     request: Request,
     session: SessionDep,

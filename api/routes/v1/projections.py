@@ -15,11 +15,13 @@ from api.deps import (
     accepted,
     accepted_responses,
 )
+from api.middleware import FORM_OVERHEAD_BYTES, upload_route
 from api.schemas.common import problem_responses
 from api.schemas.projections import ProjectionOut, projection_out
 from api.services import projections as service
 from gan.vocabulary import MAX_SEED
 from worker.storage import make_storage
+from worker.wire import MAX_INT64, Name
 
 router = APIRouter(tags=["projections"], responses=problem_responses(401))
 
@@ -39,6 +41,7 @@ router = APIRouter(tags=["projections"], responses=problem_responses(401))
         **problem_responses(404, 413, 422, 429, 503),
     },
 )
+@upload_route(lambda settings: settings.projection_max_image_bytes + FORM_OVERHEAD_BYTES)
 def create_projection(
     model_id: str,
     image: Annotated[UploadFile, File(description="The target: PNG, JPEG or WebP.")],
@@ -54,15 +57,18 @@ def create_projection(
         ),
     ] = "w",
     steps: Annotated[
-        int, Form(ge=1, description="Optimisation steps (at most STYLEGAN_PROJECTION_MAX_STEPS).")
+        int,
+        Form(ge=1, le=MAX_INT64, description="Optimisation steps (at most STYLEGAN_PROJECTION_MAX_STEPS)."),
     ] = 1000,
     seed: Annotated[
         int, Form(ge=0, le=MAX_SEED, description="Seed of the exploration noise (official: 303).")
     ] = 303,
     save_video: Annotated[bool, Form(description="Also write proj.mp4, one frame per step.")] = False,
-    class_idx: Annotated[int | None, Form(ge=0, description="Class, for a conditional model only.")] = None,
+    class_idx: Annotated[
+        int | None, Form(ge=0, le=MAX_INT64, description="Class, for a conditional model only.")
+    ] = None,
     webhook_url: Annotated[
-        str | None,
+        Name | None,
         Form(
             min_length=1,
             max_length=2000,
