@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=64, gt=0)
     max_resolution: int = Field(default=1024, gt=0)
     max_queue_depth: int = Field(default=1000, gt=0)
+    # Bodies of routes that take no upload (JSON): counted as they arrive and refused (413) past this,
+    # whatever their Content-Type claims. Our largest JSON request (a training job) is under 4 KiB.
+    max_json_body_bytes: int = Field(default=1024**2, gt=0)
+    # The request line and headers together (414/431 past it): a query string or a header of megabytes
+    # is an attack, and the HTTP parser would otherwise buffer all of it before the app sees a byte.
+    max_request_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    # A client that has not finished its request line and headers this long after starting them, or
+    # that sends no body bytes for this long while the body is incomplete, is answered 408 and cut
+    # off: each stalled connection holds a socket and a parser (uvicorn itself waits forever).
+    request_header_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
     # --- synchronous sampling (GET /v1/models/{id}/images/..., mix.png; worker/inference/)
     # The inference worker groups concurrent requests for one model into forward passes of at most
@@ -315,14 +326,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings()
-    # Bodies of routes that take no upload (JSON): counted as they arrive and refused (413) past this,
-    # whatever their Content-Type claims. Our largest JSON request (a training job) is under 4 KiB.
-    max_json_body_bytes: int = Field(default=1024**2, gt=0)
-    # The request line and headers together (414/431 past it): a query string or a header of megabytes
-    # is an attack, and the HTTP parser would otherwise buffer all of it before the app sees a byte.
-    max_request_head_bytes: int = Field(default=32 * 1024, ge=1024)
-    # A client that has not finished its request line and headers this long after starting them, or
-    # that sends no body bytes for this long while the body is incomplete, is answered 408 and cut
-    # off: each stalled connection holds a socket and a parser (uvicorn itself waits forever).
-    request_header_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
-    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
