@@ -37,7 +37,7 @@ WORKER_LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "worker.wire",
         ),
     ),
-    ("db", ("worker.db", "worker.events", "worker.webhooks", "worker.artifacts")),
+    ("db", ("worker.db", "worker.events", "worker.webhooks", "worker.artifacts", "worker.directions")),
     ("job kinds", ("worker.job_kinds",)),
     ("jobs", ("worker.jobs", "worker.presence")),
     (

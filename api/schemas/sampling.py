@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from api.schemas.edits import EditQuery, EditText, SweepIn
 from api.schemas.jobs import WEBHOOK_URL_FIELD
 from gan.errors import ConfigError
 from gan.vocabulary import NoiseMode, check_seed
@@ -56,15 +57,15 @@ class _TruncationQuery(WireModel):
     )
 
 
-class ImageQuery(_TransformQuery, _NoiseQuery, _TruncationQuery):
+class ImageQuery(_TransformQuery, _NoiseQuery, _TruncationQuery, EditQuery):
     """The options of a seed's image: truncation, noise and the StyleGAN3 input transform."""
 
 
-class ProjectionImageQuery(_TransformQuery, _NoiseQuery):
+class ProjectionImageQuery(_TransformQuery, _NoiseQuery, EditQuery):
     """A projected w is rendered as it is: no truncation, no class (both are in the w already)."""
 
 
-class MixQuery(_NoiseQuery, _TruncationQuery):
+class MixQuery(_NoiseQuery, _TruncationQuery, EditQuery):
     """Style mixing of two latents, each a seed or `w:<projection id>`."""
 
     row: str = Field(max_length=50, description="A seed or `w:<projection id>`.", examples=["42"])
@@ -165,6 +166,14 @@ class VideoCreate(_Truncation):
     )
     rotate: tuple[float, float] | None = Field(
         default=None, description="StyleGAN3 only: [deg0, deg1], the input's turn along the walk."
+    )
+    edit: list[EditText] = Field(
+        default_factory=list, max_length=8, description="Edits `ID:STRENGTH[@RANGE]` applied to every frame."
+    )
+    sweep: SweepIn | None = Field(
+        default=None,
+        description="Move along one direction over the walk, strength `start` to `stop` (with one seed: "
+        "the classic editing clip).",
     )
 
     @field_validator("seeds")

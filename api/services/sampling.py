@@ -53,16 +53,20 @@ from gan.vocabulary import MAX_SEED, ImageFormat, NoiseMode
 from worker.db.models import Model
 from worker.inference.client import InferenceClient, InferenceFailed, InferenceTimeout
 from worker.inference.messages import (
+    EditOffset,
+    FoundDirections,
     ImageOptions,
     MixRequest,
     ModelRef,
     Refusal,
     SampleRequest,
     SeedLatent,
+    SefaRequest,
     WLatent,
     WRequest,
     encode_w,
 )
+from worker.inference.messages import RenderedImage as ImageReply
 from worker.inference.tasks import NoResultBackend
 from worker.presence import QueueWatch
 from worker.settings import Settings
@@ -80,7 +84,16 @@ RENDER_VERSION = "1"
 # worker to come up, short enough for a user to wait.
 UNAVAILABLE_RETRY_AFTER_S = 5
 # A refusal names the message's field; the user gave it under this query parameter name.
-_QUERY_NAMES = {"class_idx": "class", "w": "projection_id"}
+_QUERY_NAMES = {"class_idx": "class", "w": "projection_id", "edits": "edit"}
+
+
+@dataclass(frozen=True)
+class ResolvedEdit:
+    """An `edit=` of the query, looked up (api/services/directions.py) and made concrete for the model."""
+
+    spec: str  # `id:strength` or `id:strength@range`, in one spelling (gan.editing.Edit.spec)
+    digest: str  # of the direction's numbers: a user's direction stored again under its name is new pixels
+    offset: EditOffset
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class ImageParams:
     class_idx: int | None = None
     translate: tuple[float, float] | None = None
     rotate: float | None = None
+    edits: tuple[ResolvedEdit, ...] = ()
 
     def canonical(self) -> dict[str, Any]:
         """The parameters that decide the pixels, in one spelling (for ETags and permanent URLs)."""
@@ -105,10 +119,12 @@ class ImageParams:
             values["translate"] = f"{self.translate[0]!r},{self.translate[1]!r}"
         if self.rotate is not None:
             values["rotate"] = repr(float(self.rotate))
+        if self.edits:
+            values["edit"] = [edit.spec for edit in self.edits]
         return values
 
     def query_string(self) -> str:
-        return urlencode(self.canonical())
+        return urlencode(self.canonical(), doseq=True)
 
     def options(self) -> ImageOptions:
         """These parameters as the inference worker's message takes them."""
@@ -119,6 +135,7 @@ class ImageParams:
             class_idx=self.class_idx,
             translate=self.translate,
             rotate=self.rotate,
+            edits=tuple(edit.offset for edit in self.edits),
         )
 
 
@@ -262,6 +279,7 @@ def etag(model: Model, subject: str, params: ImageParams, fmt: ImageFormat) -> s
             "model": model.sha256,
             "subject": subject,
             "params": params.canonical(),
+            "edits": [edit.digest for edit in params.edits],
             "format": fmt,
         },
         sort_keys=True,
@@ -360,6 +378,17 @@ def render(
     app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest
 ) -> RenderedImage:
     """Rate-limit, send to the inference worker, wait; 429/503/422 as the module docstring says."""
+    reply = ask_inference(app, owner_key, request)
+    assert not isinstance(reply, FoundDirections), "an image request answered with directions"
+    observe_batch_size(app, reply.batch_size)
+    return RenderedImage(reply.data, reply.content_type, reply.batch_size)
+
+
+def ask_inference(
+    app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest | SefaRequest
+) -> ImageReply | FoundDirections:
+    """One synchronous inference request (an image, or a model's SeFa directions); a refusal is a 422
+    naming the query parameter."""
     settings: Settings = app.state.settings
     rate_limiter(app).check(owner_key)
     unavailable = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
@@ -388,8 +417,7 @@ def render(
             ) from None
     if isinstance(reply, Refusal):
         raise InvalidRequest(f"query {_QUERY_NAMES.get(reply.field, reply.field)}: {reply.detail}")
-    observe_batch_size(app, reply.batch_size)
-    return RenderedImage(reply.data, reply.content_type, reply.batch_size)
+    return reply
 
 
 # --- jobs ----------------------------------------------------------------------------------------------
@@ -452,9 +480,9 @@ def submit_video(
             raise InvalidRequest(
                 f"body {name}: only StyleGAN3 models take a {name} path (this is {model.architecture})"
             )
-    if len(body.seeds) < 2 and body.translate is None and body.rotate is None:
+    if len(body.seeds) < 2 and body.translate is None and body.rotate is None and body.sweep is None:
         raise InvalidRequest(
-            "body seeds: a walk needs two seeds or more, or one seed and a translate/rotate path"
+            "body seeds: a walk needs two seeds or more, or one seed and a translate/rotate path or a sweep"
         )
     if body.format == "gif" and body.fps > 50:
         raise InvalidRequest(f"body fps: GIF cannot play above 50 fps (got {body.fps:g}); use webp or mp4")

@@ -22,6 +22,7 @@ TABLES = {
     "job_events",
     "webhook_deliveries",
     "workers",
+    "directions",
 }
 
 

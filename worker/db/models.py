@@ -268,3 +268,32 @@ class WorkerPresence(Base):
     loaded_models: Mapped[list[Any]] = mapped_column(default=list)
     started_at: Mapped[dt.datetime]
     last_seen: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class StoredDirection(Base):
+    """A direction in a model's W (gan.editing.Direction): SeFa's, computed on first request and shared by
+    everyone who can see the model (no owner); GANSpace's, made by a job of one key; or a key's own.
+
+    `name` is the id users write in `edit=NAME:STRENGTH` (`sefa-coarse-0`, `ganspace-all-3`, `smile`),
+    unique per model within one scope: the public one (`scope` "") or one owner's (`scope` = owner_key).
+    """
+
+    __tablename__ = "directions"
+    __table_args__ = (
+        sa.UniqueConstraint("model_id", "scope", "name", name="uq_directions_model_scope_name"),
+        sa.CheckConstraint("method IN ('sefa', 'ganspace', 'user')", name="method"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    method: Mapped[str] = mapped_column(sa.String(16))
+    layers: Mapped[str] = mapped_column(sa.String(20))
+    rank: Mapped[int] = mapped_column(default=0)
+    value: Mapped[float | None] = mapped_column()  # SeFa's eigenvalue, GANSpace's explained variance ratio
+    sigma: Mapped[float | None] = mapped_column()  # GANSpace: the spread along it, an edit's unit
+    vector: Mapped[bytes] = mapped_column(sa.LargeBinary)  # [w_dim] little-endian float32
+    owner_key: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    scope: Mapped[str] = mapped_column(sa.String(128), default="")
+    job_id: Mapped[str | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

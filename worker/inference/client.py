@@ -17,10 +17,12 @@ from pydantic import ValidationError
 
 from worker.inference.messages import (
     RENDER_REPLY,
+    FoundDirections,
     MixRequest,
     Refusal,
     RenderedImage,
     SampleRequest,
+    SefaRequest,
     WRequest,
 )
 from worker.inference.tasks import RENDER_TASK, result_backend
@@ -51,8 +53,8 @@ class InferenceClient:
         return self._backend
 
     def call(
-        self, request: SampleRequest | WRequest | MixRequest, timeout_s: float
-    ) -> RenderedImage | Refusal:
+        self, request: SampleRequest | WRequest | MixRequest | SefaRequest, timeout_s: float
+    ) -> RenderedImage | FoundDirections | Refusal:
         """Send `request` and block until its reply; InferenceTimeout after `timeout_s`.
 
         Raises kombu's OperationalError (a broker it cannot reach) from the publish.

@@ -11,6 +11,12 @@ the API turns into a 422. The request kinds are told apart by `op`, the replies 
      "seed": 42}
     {"op": "w", ..., "w": <base64 of [num_ws, w_dim] little-endian float32>}
     {"op": "mix", ..., "row": {"seed": 3} | {"w": <base64>}, "col": ..., "styles": "coarse"}
+    {"op": "sefa", "model": ..., "layers": "coarse", "k": 64}
+
+Any image request can carry edits (`image.edits`): each one an offset to add to some ws after truncation
+(`gan.editing.Offset`), resolved by the API from the direction, strength and layer range the user named,
+so the worker needs no database. A `sefa` request asks for the model's SeFa directions over a layer range
+and is answered with `FoundDirections`.
 
 Bytes (images, projected ws) travel as base64: a float32 w is four bytes a number, where JSON lists of
 decimals would be about five times larger.
@@ -94,6 +100,20 @@ class ModelRef(_Message):
     file_key: str = Field(min_length=1)
 
 
+MAX_EDITS = 8
+
+
+class EditOffset(_Message):
+    """Add `delta` ([w_dim] little-endian float32: strength x scale x direction) to the ws at `indices`."""
+
+    delta: Base64Bytes
+    indices: tuple[Annotated[int, Field(ge=0)], ...] = Field(min_length=1, max_length=64)
+
+    @classmethod
+    def from_array(cls, delta: np.ndarray, indices: tuple[int, ...]) -> EditOffset:
+        return cls(delta=np.ascontiguousarray(delta, dtype="<f4").tobytes(), indices=indices)
+
+
 class ImageOptions(_Message):
     """What decides the pixels besides the latent. The API checks these against the model's row (class,
     cutoff range, StyleGAN3-only options) before sending; the worker checks them against the model."""
@@ -104,6 +124,7 @@ class ImageOptions(_Message):
     class_idx: int | None = Field(default=None, ge=0)
     translate: tuple[Finite, Finite] | None = None  # StyleGAN3 only
     rotate: Finite | None = None  # StyleGAN3 only, degrees
+    edits: tuple[EditOffset, ...] = Field(default=(), max_length=MAX_EDITS)
 
 
 # --- latents -------------------------------------------------------------------------------------------
@@ -184,8 +205,17 @@ class MixRequest(_Render):
     styles: str = Field(min_length=1, max_length=200)
 
 
-RenderRequest = Annotated[SampleRequest | WRequest | MixRequest, Field(discriminator="op")]
-RENDER_REQUEST: TypeAdapter[SampleRequest | WRequest | MixRequest] = TypeAdapter(RenderRequest)
+class SefaRequest(_Message):
+    """The model's top `k` SeFa directions over a layer range (`gan.editing.sefa`)."""
+
+    op: Literal["sefa"] = "sefa"
+    model: ModelRef
+    layers: str = Field(min_length=1, max_length=20)
+    k: int = Field(ge=1, le=1024)
+
+
+RenderRequest = Annotated[SampleRequest | WRequest | MixRequest | SefaRequest, Field(discriminator="op")]
+RENDER_REQUEST: TypeAdapter[SampleRequest | WRequest | MixRequest | SefaRequest] = TypeAdapter(RenderRequest)
 
 
 # --- replies -------------------------------------------------------------------------------------------
@@ -200,6 +230,21 @@ class RenderedImage(_Message):
     height: int = Field(ge=1)
 
 
+class FoundDirections(_Message):
+    """SeFa's answer: eigenvalues, descending, and the unit eigenvectors as [k, w_dim] float32 bytes."""
+
+    outcome: Literal["directions"] = "directions"
+    layers: str  # the range in its one spelling (`gan.editing.normalise_layers`)
+    values: list[float]
+    vectors: Base64Bytes
+    w_dim: int = Field(ge=1)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values [k], vectors [k, w_dim])."""
+        vectors = np.frombuffer(self.vectors, dtype="<f4").reshape(len(self.values), self.w_dim)
+        return np.asarray(self.values, dtype=np.float64), vectors.astype(np.float32)
+
+
 class Refusal(_Message):
     """A request the model or the message check refuses; `field` names the request field at fault
     (`seed`, `noise`, `styles`, `row`, ...), `detail` says why, for the user."""
@@ -209,8 +254,8 @@ class Refusal(_Message):
     detail: str
 
 
-RenderReply = Annotated[RenderedImage | Refusal, Field(discriminator="outcome")]
-RENDER_REPLY: TypeAdapter[RenderedImage | Refusal] = TypeAdapter(RenderReply)
+RenderReply = Annotated[RenderedImage | FoundDirections | Refusal, Field(discriminator="outcome")]
+RENDER_REPLY: TypeAdapter[RenderedImage | FoundDirections | Refusal] = TypeAdapter(RenderReply)
 
 
 def refusal_from(error: ValidationError) -> Refusal:

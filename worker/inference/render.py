@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gan.editing import Offset, apply_offsets, normalise_layers, sefa
 from gan.errors import GanError
 from gan.mixing import mix_ws, parse_styles, style_bands
 from gan.sampling import Sampler
@@ -21,10 +22,13 @@ from gan.vocabulary import CONTENT_TYPES, check_image_format
 from worker.inference.batcher import MicroBatcher, SynthesisGroup
 from worker.inference.engine import ModelCache
 from worker.inference.messages import (
+    EditOffset,
+    FoundDirections,
     MixRequest,
     RenderedImage,
     SampleRequest,
     SeedLatent,
+    SefaRequest,
     WLatent,
     WRequest,
 )
@@ -102,6 +106,42 @@ def _mix_ws(sampler: Sampler, request: MixRequest) -> tuple[torch.Tensor, int]:
     return mixed, row_noise  # as gan.mixing.style_mix: a mixed image takes its noise from the row
 
 
+def decode_edits(edits: tuple[EditOffset, ...], num_ws: int, w_dim: int) -> list[Offset]:
+    """The request's edit offsets, refused unless they fit this model."""
+    out = []
+    for edit in edits:
+        if len(edit.delta) != w_dim * 4:
+            raise RenderError(
+                "edits", f"an edit holds {len(edit.delta) // 4} numbers; this model's w has {w_dim}"
+            )
+        delta = np.frombuffer(edit.delta, dtype="<f4")
+        if not np.isfinite(delta).all():
+            raise RenderError("edits", "an edit holds non-finite numbers")
+        if max(edit.indices) >= num_ws:
+            raise RenderError(
+                "edits", f"an edit names ws {max(edit.indices)}; this model has ws 0-{num_ws - 1}"
+            )
+        out.append(Offset(delta.copy(), edit.indices))
+    return out
+
+
+def find_sefa(request: SefaRequest, cache: ModelCache) -> FoundDirections:
+    """The model's top SeFa directions (a fraction of a second: one eigendecomposition of w_dim x w_dim)."""
+    sampler = cache.get(request.model.file_key).sampler
+    try:
+        layers = normalise_layers(request.layers)
+        found = sefa(sampler.G, layers, min(request.k, sampler.config.w_dim))
+    except GanError as exc:
+        raise RenderError("layers", str(exc)) from None
+    vectors = np.stack([d.vector for d in found]).astype("<f4")
+    return FoundDirections(
+        layers=layers,
+        values=[float(d.value or 0.0) for d in found],
+        vectors=vectors.tobytes(),
+        w_dim=sampler.config.w_dim,
+    )
+
+
 def render(
     request: SampleRequest | WRequest | MixRequest,
     cache: ModelCache,
@@ -123,6 +163,8 @@ def render(
         ws, noise_seed = decode_w(request.w, sampler.num_ws, sampler.config.w_dim, "w"), 0
     else:
         ws, noise_seed = _mix_ws(sampler, request)
+    # Edits move the ws after truncation (and after mixing), as gan.editing defines them.
+    ws = apply_offsets(ws, decode_edits(image.edits, sampler.num_ws, sampler.config.w_dim))
 
     group = SynthesisGroup(model.file_key, image.noise, image.translate, image.rotate)
     result = batcher.submit(group, sampler, ws.to(torch.float32), noise_seed).result(timeout=timeout_s)

@@ -31,8 +31,15 @@ from pydantic import ValidationError
 from gan.errors import GanError
 from worker.inference.batcher import MicroBatcher
 from worker.inference.engine import shared_cache
-from worker.inference.messages import RENDER_REQUEST, Refusal, RenderedImage, refusal_from
-from worker.inference.render import RenderError, render
+from worker.inference.messages import (
+    RENDER_REQUEST,
+    FoundDirections,
+    Refusal,
+    RenderedImage,
+    SefaRequest,
+    refusal_from,
+)
+from worker.inference.render import RenderError, find_sefa, render
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,14 +108,16 @@ def shared_batcher(settings: Settings) -> MicroBatcher:
     return MicroBatcher(settings.max_batch, settings.inference_max_wait_ms / 1000.0)
 
 
-def run_render(settings: Settings, payload: dict[str, Any]) -> RenderedImage | Refusal:
-    """The task body: the rendered image, or a Refusal for a request that is malformed or that the
-    model refuses."""
+def run_render(settings: Settings, payload: dict[str, Any]) -> RenderedImage | FoundDirections | Refusal:
+    """The task body: the rendered image (or a model's SeFa directions), or a Refusal for a request that
+    is malformed or that the model refuses."""
     try:
         request = RENDER_REQUEST.validate_python(payload)
     except ValidationError as exc:
         return refusal_from(exc)
     try:
+        if isinstance(request, SefaRequest):
+            return find_sefa(request, shared_cache(settings))
         return render(
             request, shared_cache(settings), shared_batcher(settings), settings.sample_timeout_seconds
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from worker.tasks.context import JobContext
 from worker.tasks.dataset_prepare import run_dataset_prepare
+from worker.tasks.directions import run_edit_grid, run_ganspace
 from worker.tasks.mix_grid import run_mix_grid
 from worker.tasks.model_import import run_model_import
 from worker.tasks.probe import run_probe
@@ -26,4 +27,6 @@ HANDLERS: Mapping[str, Handler] = {
     "projection": run_projection,
     "dataset_prepare": run_dataset_prepare,
     "training": run_training,
+    "ganspace": run_ganspace,
+    "edit_grid": run_edit_grid,
 }

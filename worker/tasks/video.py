@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from gan.editing import Sweep
 from gan.errors import GanError
 from gan.video import check_video_options, encode_video, walk_frames
 from worker.artifacts import store_artifact
 from worker.db.models import Model
+from worker.directions import lookup, resolve_edits
 from worker.inference.engine import shared_cache
 from worker.job_kinds import VideoParams
 from worker.tasks.context import JobContext
@@ -32,8 +34,15 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if p.frames > ctx.settings.video_max_frames:
         raise GanError(f"frames: {p.frames} is over the limit of {ctx.settings.video_max_frames}")
     check_video_options(p.format, p.fps)
+    sweep = None
     with ctx.sessions() as session:
         file_key = ctx.load_visible(session, Model, p.model_id).file_key
+        edits = resolve_edits(session, p.model_id, p.edit, ctx.owner_key)
+        if p.sweep is not None:
+            found = lookup(session, p.model_id, [p.sweep.direction], ctx.owner_key).get(p.sweep.direction)
+            if found is None:
+                raise GanError(f"sweep.direction: this model has no direction {p.sweep.direction!r}")
+            sweep = Sweep(found, p.sweep.start, p.sweep.stop, p.sweep.layers)
     ctx.report(0.0, {"stage": "loading model", "frame": 0, "frames": p.frames})
     sampler = shared_cache(ctx.settings).get(file_key).sampler
     frames = walk_frames(
@@ -49,6 +58,8 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         translate=p.translate,
         rotate=p.rotate,
         batch_size=RENDER_BATCH,
+        edits=edits,
+        sweep=sweep,
     )
     data = encode_video(_reporting(frames, ctx, p.frames), p.format, p.fps)
     with ctx.sessions() as session:

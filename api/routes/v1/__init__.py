@@ -2,11 +2,23 @@
 
 from fastapi import APIRouter
 
-from api.routes.v1 import artifacts, datasets, events, images, jobs, models, projections, training, workers
+from api.routes.v1 import (
+    artifacts,
+    datasets,
+    directions,
+    events,
+    images,
+    jobs,
+    models,
+    projections,
+    training,
+    workers,
+)
 
 router = APIRouter()
 router.include_router(jobs.router)
 router.include_router(images.router)
+router.include_router(directions.router)
 router.include_router(events.router)
 router.include_router(datasets.router)
 router.include_router(training.router)

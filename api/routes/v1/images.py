@@ -22,6 +22,7 @@ from api.deps import (
 from api.schemas.common import problem_responses
 from api.schemas.jobs import JobOut, job_out
 from api.schemas.sampling import ImageQuery, MixGridCreate, MixQuery, ProjectionImageQuery, VideoCreate
+from api.services import directions as edits
 from api.services import sampling as service
 from gan.vocabulary import MAX_SEED, ImageFormat
 
@@ -96,7 +97,7 @@ def random_image(
     owner: OwnerDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = service.image_params(query)
+    params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
     seed = service.random_seed()
     rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
@@ -126,7 +127,7 @@ def projection_image(
     conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = service.image_params(query)
+    params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
     headers, not_modified = conditional.check(service.etag(model, f"w:{projection_id}", params, format))
     if not_modified is not None:
@@ -158,7 +159,7 @@ def seed_image(
     conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = service.image_params(query)
+    params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
     headers, not_modified = conditional.check(service.etag(model, f"seed:{seed}", params, format))
     if not_modified is not None:
@@ -186,7 +187,7 @@ def mix_image(
     conditional: ConditionalDep,
 ) -> Response:
     model = service.find_model(session, model_id, owner)
-    params = service.image_params(query)
+    params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
     row, row_name = service.latent_source(session, settings, model, query.row, "row", owner)
     col, col_name = service.latent_source(session, settings, model, query.col, "col", owner)
@@ -240,6 +241,7 @@ def create_mix_grid(
     responses=_JOB_RESPONSES,
 )
 def create_video(
+    request: Request,
     model_id: ModelId,
     body: VideoCreate,
     response: Response,
@@ -250,6 +252,8 @@ def create_video(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     model = service.find_model(session, model_id, owner)
+    edits.resolve(request.app, session, model, body.edit, owner, where="body")
+    edits.check_sweep(request.app, session, model, body.sweep, owner)
     job, created = service.submit_video(
         session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
     )
