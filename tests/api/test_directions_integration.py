@@ -270,3 +270,36 @@ def test_edit_grid_and_sweep_video(service: Service) -> None:
         f"/v1/models/{model_id}/videos", json={"seeds": [5], "frames": 6, "sweep": {"direction": "nope"}}
     )
     assert bad.status_code == 422 and "sweep" in bad.json()["detail"], bad.text
+
+
+def test_a_key_s_directions_are_its_own(service: Service) -> None:
+    keys = ("key-a-" + "x" * 20, "key-b-" + "y" * 20)
+    http = service.app(api_keys=keys)
+    a, b = ({"Authorization": f"Bearer {k}"} for k in keys)
+    with (fixture_dir("sg2ada_uncond") / "network.pkl").open("rb") as fh:
+        uploaded = http.post("/v1/models", files={"file": ("a.pkl", fh)}, data={"name": "a"}, headers=a)
+    assert uploaded.status_code in (200, 201), uploaded.text
+    model_id = uploaded.json()["id"]
+    url = f"/v1/models/{model_id}/directions"
+    created = http.post(url, json={"method": "user", "name": "mine", "vector": [1.0] * 128}, headers=a)
+    assert created.status_code == 201, created.text
+    assert [d["id"] for d in http.get(url, params={"method": "user"}, headers=a).json()["items"]] == ["mine"]
+    assert (
+        http.get(f"/v1/models/{model_id}/images/3.png", params={"edit": "mine:1"}, headers=a).status_code
+        == 200
+    )
+    # Another key: the model, and so its directions, do not exist for it.
+    for response in (
+        http.get(url, params={"method": "user"}, headers=b),
+        http.get(f"/v1/models/{model_id}/images/3.png", params={"edit": "mine:1"}, headers=b),
+        http.post(url, json={"method": "user", "name": "theirs", "vector": [1.0] * 128}, headers=b),
+        http.post(url, json={"method": "ganspace", "samples": 1000}, headers=b),
+        http.delete(f"{url}/mine", headers=b),
+        http.post(
+            f"/v1/models/{model_id}/edit-grids",
+            json={"direction": "mine", "seeds": [0], "strengths": [1]},
+            headers=b,
+        ),
+    ):
+        assert response.status_code == 404, response.text
+    assert http.get(url).status_code == 401
