@@ -211,7 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         from api.app import create_app
 
-        server = _make_server(create_app(settings), args.host, args.port)
+        server = _make_server(create_app(settings), settings, args.host, args.port)
         stopper.server = server
         if not stopper.requested:
             server.run()
@@ -253,7 +253,7 @@ def _worker_child(queue: str) -> Child:
     return Child(name=queue, argv=argv, env=dict(os.environ))
 
 
-def _make_server(app: object, host: str, port: int) -> uvicorn.Server:
+def _make_server(app: object, settings: Settings, host: str, port: int) -> uvicorn.Server:
     import uvicorn
 
     class QuietServer(uvicorn.Server):
@@ -266,9 +266,11 @@ def _make_server(app: object, host: str, port: int) -> uvicorn.Server:
             yield
 
     from api.access_log import uvicorn_log_config
+    from api.server import server_config
 
-    # The app writes one access line per request with its route template (api/access_log.py).
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=uvicorn_log_config())  # type: ignore[arg-type]
+    # The app writes one access line per request with its route template (api/access_log.py); the
+    # protocol bounds request heads and reads (api/server.py).
+    config = server_config(app, settings, host, port, access_log=False, log_config=uvicorn_log_config())
     return QuietServer(config)
 
 

@@ -40,6 +40,10 @@ PROBLEM_TYPE_BASE = "/problems/"
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_CONTENT_TYPE
 
+    def render(self, content: Any) -> bytes:
+        # ASCII with escapes: a refusal may quote a client's lone surrogate, which has no UTF-8 form.
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
 
 def problem(
     status: int,
@@ -233,15 +237,16 @@ def echo(value: Any) -> Any:
         value = bytes(value[: MAX_ECHO_CHARS + 1]).decode("utf-8", "replace")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, str):
-        return value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "..."
     if value is None or isinstance(value, bool | int | float):
         return value
-    # Containers: their JSON text, cut; allow_nan keeps a nested NaN from failing the echo itself.
-    text = json.dumps(value, default=str, allow_nan=True)
-    if len(text) <= MAX_ECHO_CHARS and "NaN" not in text and "Infinity" not in text:
-        return json.loads(text)
-    return text[:MAX_ECHO_CHARS] + ("..." if len(text) > MAX_ECHO_CHARS else "")
+    if isinstance(value, str):
+        text = value
+    else:
+        # A container: as itself when small and plain, else its JSON text, cut.
+        text = json.dumps(value, default=str)
+        if len(text) <= MAX_ECHO_CHARS and "NaN" not in text and "Infinity" not in text:
+            return json.loads(text)
+    return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "..."
 
 
 def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:

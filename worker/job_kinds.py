@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gan.vocabulary import MAX_SEED, METRIC_EXAMPLES, METRIC_NAME, NoiseMode, PresetName
-from worker.wire import MAX_INT64, Name, Text, WireModel
+from worker.wire import MAX_INT64, Name, Seed, Text, WireModel
 
 QueueName = Literal["inference", "training"]
 QUEUES: tuple[QueueName, ...] = ("inference", "training")
@@ -58,8 +58,8 @@ class MixGridParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=36)
-    rows: list[int] = Field(min_length=1, max_length=16)
-    cols: list[int] = Field(min_length=1, max_length=16)
+    rows: list[Seed] = Field(min_length=1, max_length=16)
+    cols: list[Seed] = Field(min_length=1, max_length=16)
     styles: Name = Field(default="0-6", min_length=1, max_length=200)
     psi: float = Field(default=0.7, ge=-2.0, le=2.0)
     cutoff: int | None = Field(default=None, ge=1, le=MAX_INT64)
@@ -67,7 +67,7 @@ class MixGridParams(WireModel):
     class_idx: int | None = Field(default=None, ge=0, le=MAX_INT64)
 
 
-class SweepParams(BaseModel):
+class SweepParams(WireModel):
     """A video's move along one direction: strength from `start` to `stop` over the frames."""
 
     model_config = ConfigDict(extra="forbid")
@@ -77,7 +77,7 @@ class SweepParams(BaseModel):
     layers: str | None = Field(default=None, min_length=1, max_length=20)
 
 
-class SweepParams(BaseModel):
+class SweepParams(WireModel):
     """A video's move along one direction: strength from `start` to `stop` over the frames."""
 
     model_config = ConfigDict(extra="forbid")
@@ -91,7 +91,7 @@ class VideoParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=36)
-    seeds: list[int] = Field(min_length=1, max_length=64)
+    seeds: list[Seed] = Field(min_length=1, max_length=64)
     frames: int = Field(default=60, ge=1, le=MAX_INT64)
     fps: float = Field(default=30.0, gt=0, le=120)
     space: Literal["w", "z"] = "w"
@@ -109,7 +109,7 @@ class VideoParams(WireModel):
     sweep: SweepParams | None = None
 
 
-class GanSpaceParams(BaseModel):
+class GanSpaceParams(WireModel):
     """GANSpace on a model: PCA of `samples` mapped w (gan.editing.ganspace)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -119,13 +119,13 @@ class GanSpaceParams(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
-class EditGridParams(BaseModel):
+class EditGridParams(WireModel):
     """Seeds (rows) x strengths (columns) along one direction, as one PNG."""
 
     model_config = ConfigDict(extra="forbid")
     model_id: str = Field(min_length=1, max_length=36)
     direction: str = Field(min_length=1, max_length=100)
-    seeds: list[int] = Field(min_length=1, max_length=16)
+    seeds: list[Seed] = Field(min_length=1, max_length=16)
     strengths: list[float] = Field(min_length=1, max_length=16)
     layers: str | None = Field(default=None, min_length=1, max_length=20)
     edit: list[str] = Field(default_factory=list, max_length=8)  # applied to every cell first
@@ -134,7 +134,7 @@ class EditGridParams(BaseModel):
     class_idx: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
-class GanSpaceParams(BaseModel):
+class GanSpaceParams(WireModel):
     """GANSpace on a model: PCA of `samples` mapped w (gan.editing.ganspace)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -144,13 +144,13 @@ class GanSpaceParams(BaseModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
-class EditGridParams(BaseModel):
+class EditGridParams(WireModel):
     """Seeds (rows) x strengths (columns) along one direction, as one PNG."""
 
     model_config = ConfigDict(extra="forbid")
     model_id: str = Field(min_length=1, max_length=36)
     direction: str = Field(min_length=1, max_length=100)
-    seeds: list[int] = Field(min_length=1, max_length=16)
+    seeds: list[Seed] = Field(min_length=1, max_length=16)
     strengths: list[float] = Field(min_length=1, max_length=16)
     layers: str | None = Field(default=None, min_length=1, max_length=20)
     edit: list[str] = Field(default_factory=list, max_length=8)  # applied to every cell first

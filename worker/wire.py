@@ -24,9 +24,13 @@ import re
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from gan.vocabulary import MAX_SEED
 
 MAX_INT64 = 2**63 - 1
+# A seed as every request takes it: NumPy's RandomState accepts [0, 2**32 - 1] (gan.vocabulary).
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 # C0 and C1 controls (Unicode category Cc), unpaired surrogates (Cs), and the explicit bidi embeddings,
 # overrides and isolates (UAX #9 §2), format characters that reorder the text around them; other format

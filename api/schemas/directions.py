@@ -15,11 +15,12 @@ from api.schemas.sampling import MAX_GRID_SIDE, _Truncation
 from gan.editing import MAX_EDITS
 from gan.errors import ConfigError
 from gan.vocabulary import check_seed
+from worker.wire import Name, Seed, WireModel
 
 SEFA_MAX_K = 64
 
 
-class DirectionsQuery(BaseModel):
+class DirectionsQuery(WireModel):
     method: Literal["sefa", "ganspace", "user"] = Field(
         default="sefa", description="sefa (computed on first request), ganspace (after a job), user."
     )
@@ -50,7 +51,7 @@ class DirectionList(BaseModel):
     items: list[DirectionOut]
 
 
-class GanSpaceCreate(BaseModel):
+class GanSpaceCreate(WireModel):
     """Start a GANSpace job: PCA of `samples` mapped w; the result replaces this key's earlier run."""
 
     model_config = ConfigDict(
@@ -61,10 +62,10 @@ class GanSpaceCreate(BaseModel):
     samples: int = Field(default=100_000, ge=1000, le=1_000_000)
     k: int = Field(default=20, ge=1, le=SEFA_MAX_K)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    webhook_url: str | None = WEBHOOK_URL_FIELD
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
 
 
-class UserDirectionCreate(BaseModel):
+class UserDirectionCreate(WireModel):
     """Store a direction found elsewhere (e.g. an InterFaceGAN boundary), used as given."""
 
     model_config = ConfigDict(
@@ -75,7 +76,7 @@ class UserDirectionCreate(BaseModel):
     )
 
     method: Literal["user"]
-    name: str = Field(
+    name: Name = Field(
         min_length=1,
         max_length=48,
         description="Lower-case letters, digits, _ and ., starting with a letter.",
@@ -103,13 +104,13 @@ class EditGridCreate(_Truncation):
     )
 
     direction: str = Field(min_length=1, max_length=100, description="A direction id of this model.")
-    seeds: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE)
+    seeds: list[Seed] = Field(min_length=1, max_length=MAX_GRID_SIDE)
     strengths: list[float] = Field(min_length=1, max_length=MAX_GRID_SIDE)
     layers: str | None = Field(default=None, max_length=20, description="Override the direction's ws range.")
     edit: list[EditText] = Field(
         default_factory=list, max_length=MAX_EDITS, description="Edits applied to every cell first."
     )
-    webhook_url: str | None = WEBHOOK_URL_FIELD
+    webhook_url: Name | None = WEBHOOK_URL_FIELD
 
     @field_validator("seeds")
     @classmethod

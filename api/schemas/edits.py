@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from gan.editing import MAX_EDITS
+from worker.wire import WireModel
 
 EditText = Annotated[str, Field(min_length=3, max_length=200)]
 EDIT_DESCRIPTION = (
@@ -18,7 +19,7 @@ EDIT_DESCRIPTION = (
 MAX_STRENGTH = 100.0
 
 
-class EditQuery(BaseModel):
+class EditQuery(WireModel):
     """The `edit` query parameter, shared by every sampling route."""
 
     edit: list[EditText] = Field(
@@ -29,7 +30,7 @@ class EditQuery(BaseModel):
     )
 
 
-class SweepIn(BaseModel):
+class SweepIn(WireModel):
     """A video's move along one direction (with one seed: the classic editing clip)."""
 
     model_config = ConfigDict(extra="forbid")

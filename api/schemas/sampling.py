@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from api.schemas.edits import EditQuery, EditText, SweepIn
 from api.schemas.jobs import WEBHOOK_URL_FIELD
-from gan.errors import ConfigError
-from gan.vocabulary import NoiseMode, check_seed
-from worker.wire import MAX_INT64, Name, WireModel
+from gan.vocabulary import NoiseMode
+from worker.wire import MAX_INT64, Name, Seed, WireModel
 
 # Truncation beyond +-2 extrapolates far outside anything the generator was trained to produce.
 PSI_MIN, PSI_MAX = -2.0, 2.0
@@ -109,25 +108,15 @@ class MixGridCreate(_Truncation):
         },
     )
 
-    rows: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Row seeds.")
+    rows: list[Seed] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Row seeds.")
     webhook_url: Name | None = WEBHOOK_URL_FIELD
-    cols: list[int] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Column seeds.")
+    cols: list[Seed] = Field(min_length=1, max_length=MAX_GRID_SIDE, description="Column seeds.")
     styles: str = Field(
         default="0-6",
         min_length=1,
         max_length=200,
         description="ws indices taken from the columns: `0-6`, `0,1,5-7`, or `coarse`, `middle`, `fine`.",
     )
-
-    @field_validator("rows", "cols")
-    @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        for seed in seeds:
-            try:
-                check_seed(seed)
-            except ConfigError as exc:  # pydantic reports ValueError only; anything else would be a 500
-                raise ValueError(str(exc)) from None
-        return seeds
 
 
 class VideoCreate(_Truncation):
@@ -152,7 +141,9 @@ class VideoCreate(_Truncation):
         },
     )
 
-    seeds: list[int] = Field(min_length=1, max_length=MAX_WALK_SEEDS, description="Key seeds, in walk order.")
+    seeds: list[Seed] = Field(
+        min_length=1, max_length=MAX_WALK_SEEDS, description="Key seeds, in walk order."
+    )
     webhook_url: Name | None = WEBHOOK_URL_FIELD
     frames: int = Field(
         default=60, ge=1, le=MAX_INT64, description="Frames in all (at most STYLEGAN_VIDEO_MAX_FRAMES)."
@@ -175,8 +166,3 @@ class VideoCreate(_Truncation):
         description="Move along one direction over the walk, strength `start` to `stop` (with one seed: "
         "the classic editing clip).",
     )
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        return MixGridCreate._seeds(seeds)

@@ -164,17 +164,18 @@ class _UploadParser:
         if raw is None:
             return None
         try:
-            value = raw.decode("utf-8").strip()
+            # Checked before the surrounding whitespace goes: str.strip() also drops control
+            # characters such as U+0085, which would make a refused name an accepted one.
+            value = check(raw.decode("utf-8")).strip()
         except UnicodeDecodeError:
             raise InvalidRequest(f"body {name}: not UTF-8 text") from None
+        except ValueError as exc:
+            raise InvalidRequest(f"body {name}: {exc}") from None
         if not value:
             raise InvalidRequest(f"body {name}: must not be empty when given")
         if len(value) > max_chars:
             raise InvalidRequest(f"body {name}: at most {max_chars} characters, got {len(value)}")
-        try:
-            return check(value)
-        except ValueError as exc:
-            raise InvalidRequest(f"body {name}: {exc}") from None
+        return value
 
 
 async def receive_upload(
