@@ -28,7 +28,7 @@ from gan.config import GeneratorConfig
 from gan.errors import ConfigError, FormatError
 from gan.generator import Generator, build_generator
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
-from gan.io.official_pickle import copy_state, networks_from_official
+from gan.io.official_pickle import build_matching, networks_from_official
 from gan.io.safe_pickle import TFNetworkRecord, is_pickle, read_bytes_bounded, safe_loads
 from gan.io.tf_pickle import networks_from_tf
 
@@ -155,9 +155,8 @@ def _config_from_metadata(metadata: dict[str, str]) -> GeneratorConfig:
 
 
 def _generator_from_safetensors(st: _Safetensors) -> Generator:
-    G = build_generator(_config_from_metadata(st.metadata))
-    copy_state(G, st.tensors, "generator")
-    return G
+    config = _config_from_metadata(st.metadata)
+    return build_matching(lambda: build_generator(config), st.tensors, "generator")
 
 
 def load_generator(

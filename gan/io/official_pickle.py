@@ -7,9 +7,10 @@ from those records by a key-for-key copy with asserted shapes.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -198,8 +199,8 @@ def discriminator_config_from_official(record: PersistentRecord) -> Discriminato
 # -- copying weights ----------------------------------------------------------------------------------------
 
 
-def copy_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Key-for-key copy with asserted shapes; every difference is reported at once."""
+def check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a state that is not key for key, shape for shape, the module's; every difference at once."""
     ours = module.state_dict()
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))
@@ -219,7 +220,31 @@ def copy_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) ->
             raise FormatError(
                 f"{where}: {key} is {tensor.dtype} in the file, {ours[key].dtype} in our network"
             )
+
+
+def copy_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Key-for-key copy with asserted shapes; every difference is reported at once."""
+    check_state(module, state, where)
     module.load_state_dict(state, strict=True)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_matching(build: Callable[[], M], state: dict[str, torch.Tensor], where: str) -> M:
+    """`build()` with `state` copied in, once a shapes-only build (torch's "meta" device) matched it.
+
+    The configuration comes from the file too: a few bytes of init arguments (channel_base 2^30,
+    img_resolution 2^16) would otherwise allocate and initialise a network of any size before the
+    mismatch with the file's tensors shows. The meta build costs no memory for weights.
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    check_state(skeleton, state, where)
+    del skeleton
+    module = build()
+    module.load_state_dict(state, strict=True)
+    return module
 
 
 def build_networks(
@@ -227,10 +252,12 @@ def build_networks(
 ) -> dict[str, nn.Module]:
     out: dict[str, nn.Module] = {}
     for name, config in configs.items():
-        module: nn.Module = (
-            build_generator(config) if isinstance(config, GeneratorConfig) else Discriminator(config)
+        build: Callable[[], nn.Module] = (
+            functools.partial(build_generator, config)
+            if isinstance(config, GeneratorConfig)
+            else functools.partial(Discriminator, config)
         )
-        copy_state(module, states[name], name)
+        module = build_matching(build, states[name], name)
         out[name] = module.eval()
     return out
 

@@ -31,13 +31,14 @@ import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
 
 from gan.errors import FormatError, GanError, UnsafePickleError
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
+from gan.io.pickle_scan import scan_pickle
 
 PICKLE_PROTOCOL_BYTE = 0x80  # protocols >= 2 start with PROTO; 0 and 1 start with an opcode
 
@@ -183,7 +184,7 @@ class _ArrayBuilder:
     """`numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` + BUILD(state) -> an ndarray later.
 
     The pickle fills the array in place after creating it, so containers hold this object;
-    `_resolve` swaps it for the finished array.
+    `_Resolver` swaps it for the finished array.
     """
 
     def __init__(self, limits: ReadLimits) -> None:
@@ -285,7 +286,10 @@ class SafeUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._limits = limits
         self._num_tensors = 0
-        self._total_bytes = 0
+        self._total_bytes = 0  # bytes of the storages rebuilt
+        self._view_bytes = 0  # bytes the tensors over them declare
+        # One walk budget for the whole file: every record's state and the top level draw on it.
+        self.resolver = _Resolver(limits)
         self._allowed: dict[tuple[str, str], Any] = {
             ("torch_utils.persistence", "_reconstruct_persistent_obj"): self._persistent_obj,
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor_v2,
@@ -330,7 +334,7 @@ class SafeUnpickler(pickle.Unpickler):
         if class_name not in PERSISTENT_CLASSES:
             raise UnsafePickleError(f"refused persistent class '{class_name}'")
         # meta['module_src'] is the class's Python source: never executed, never kept.
-        state = _resolve(state, self._limits.max_depth)
+        state = self.resolver.resolve(state)
         init_args = state.pop("_init_args", ())
         init_kwargs = state.pop("_init_kwargs", {})
         if not isinstance(init_args, tuple | list) or not isinstance(init_kwargs, dict):
@@ -392,6 +396,15 @@ class SafeUnpickler(pickle.Unpickler):
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise FormatError(f"implausible storage offset {offset!r}")
         numel = storage.flat.numel()
+        # Views may overlap, so many tensors over one storage could declare far more than the file holds;
+        # each later copy (a module's load_state_dict) would make that real.
+        self._view_bytes += math.prod(size) * storage.flat.element_size()
+        allowed = self._limits.max_view_ratio * max(self._total_bytes, 1)
+        if self._view_bytes > allowed:
+            raise FormatError(
+                f"tensors declare {self._view_bytes} bytes over {self._total_bytes} bytes of storage "
+                f"(more than {self._limits.max_view_ratio:g} times: overlapping views)"
+            )
         if math.prod(size) > 0:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
             if last >= numel:
@@ -467,28 +480,94 @@ def _as_tensor(value: Any, where: str) -> torch.Tensor:
     return value
 
 
-def _resolve(obj: Any, depth: int) -> Any:
-    """Swap finished numpy placeholders for arrays inside plain containers; bounded nesting."""
-    if depth <= 0:
-        raise FormatError("containers nested too deeply")
-    if isinstance(obj, _ArrayBuilder):
-        if obj.array is None:
-            raise FormatError("numpy array was never filled in")
-        return obj.array
-    if isinstance(obj, _DtypeSpec | _NdarrayType | _StorageTypeName | _Storage):
-        raise FormatError("stray numpy dtype or storage in the data")
-    if isinstance(obj, TFNetworkRecord):
-        obj.state = _resolve(obj.state, depth - 1)
-        return obj
-    if isinstance(obj, dict):
-        return {k: _resolve(v, depth - 1) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_resolve(v, depth - 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_resolve(v, depth - 1) for v in obj)
-    if obj is _NdarrayType:
-        raise FormatError("stray numpy.ndarray in the data")
-    return obj
+class _Resolver:
+    """Swaps finished numpy placeholders for arrays inside plain containers, with bounded nesting and a
+    bounded expanded size.
+
+    Each distinct container is rebuilt once (memoized by identity), so shared references stay shared and
+    the walk costs the number of distinct objects, not 10^depth for a tree of shared references; but
+    every reference draws its whole expanded size from one budget (`max_elements`), because whatever reads
+    the result later (configs, JSON) walks it expanded.
+    """
+
+    def __init__(self, limits: ReadLimits) -> None:
+        self._limits = limits
+        self._done: dict[int, tuple[Any, int]] = {}  # id -> (rebuilt, expanded size)
+        self._keep: list[Any] = []  # the originals, so that their ids stay theirs during the walk
+        self.elements = 0
+
+    def resolve(self, obj: Any) -> Any:
+        rebuilt, size = self._walk(obj, self._limits.max_depth)
+        self._spend(size)
+        return rebuilt
+
+    def _spend(self, size: int) -> None:
+        self.elements += size
+        if self.elements > self._limits.max_elements:
+            raise FormatError(
+                f"the file's values expand to more than {self._limits.max_elements} elements "
+                "(shared references counted each time they are used: a reference bomb)"
+            )
+
+    def _walk(self, obj: Any, depth: int) -> tuple[Any, int]:
+        if depth <= 0:
+            raise FormatError("containers nested too deeply")
+        if isinstance(obj, _ArrayBuilder):
+            if obj.array is None:
+                raise FormatError("numpy array was never filled in")
+            return obj.array, 1
+        if isinstance(obj, _DtypeSpec | _NdarrayType | _StorageTypeName | _Storage):
+            raise FormatError("stray numpy dtype or storage in the data")
+        if obj is _NdarrayType:
+            raise FormatError("stray numpy.ndarray in the data")
+        if not isinstance(obj, TFNetworkRecord | dict | list | tuple):
+            return obj, 1
+        done = self._done.get(id(obj))
+        if done is not None:
+            return done
+        size = 1
+        rebuilt: Any
+        if isinstance(obj, TFNetworkRecord):
+            obj.state, size = self._walk_child(obj.state, depth, size)
+            rebuilt = obj
+        elif isinstance(obj, dict):
+            rebuilt = {}
+            for key, value in obj.items():
+                rebuilt[key], size = self._walk_child(value, depth, size)
+        else:
+            items = []
+            for value in obj:
+                item, size = self._walk_child(value, depth, size)
+                items.append(item)
+            rebuilt = items if isinstance(obj, list) else tuple(items)
+        self._done[id(obj)] = (rebuilt, size)
+        self._keep.append(obj)
+        return rebuilt, size
+
+    def _walk_child(self, value: Any, depth: int, size: int) -> tuple[Any, int]:
+        item, item_size = self._walk(value, depth - 1)
+        size += item_size
+        if size > self._limits.max_elements:
+            raise FormatError(
+                f"a value expands to more than {self._limits.max_elements} elements "
+                "(shared references counted each time they are used: a reference bomb)"
+            )
+        return item, size
+
+
+_U = TypeVar("_U", bound=pickle.Unpickler)
+
+
+def _scanned(f: io.BytesIO, limits: ReadLimits, unpickler: _U) -> _U:
+    """`unpickler` (reading `f`) once the pickle at `f`'s position has passed `scan_pickle`: the C
+    unpickler hashes dict keys itself, so a tuple-tree key would cost 2^depth inside `load()`."""
+    start = f.tell()
+    try:
+        scan_pickle(f, limits)
+    except FormatError as exc:
+        raise FormatError(f"nested torch archive: {exc}") from exc
+    f.seek(start)
+    return unpickler
 
 
 def read_legacy_storage(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> _Storage:
@@ -500,16 +579,16 @@ def read_legacy_storage(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> _St
     """
     f = io.BytesIO(data)
     try:
-        if _DataOnlyUnpickler(f).load() != _LEGACY_MAGIC:
+        if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_MAGIC:
             raise FormatError("nested torch archive has a wrong magic number")
-        if _DataOnlyUnpickler(f).load() != _LEGACY_PROTOCOL:
+        if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_PROTOCOL:
             raise FormatError("nested torch archive has an unknown protocol version")
-        sys_info = _DataOnlyUnpickler(f).load()
+        sys_info = _scanned(f, limits, _DataOnlyUnpickler(f)).load()
         if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
             raise FormatError("nested torch archive is not little-endian")
         objects = _LegacyArchiveUnpickler(f, limits)
-        root = objects.load()
-        keys = _DataOnlyUnpickler(f).load()
+        root = _scanned(f, limits, objects).load()
+        keys = _scanned(f, limits, _DataOnlyUnpickler(f)).load()
     except GanError:
         raise
     except Exception as exc:
@@ -559,15 +638,18 @@ def safe_loads(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Any:
     `UnsafePickleError`; no other exception escapes."""
     if not data:
         raise FormatError("file is empty")
+    # Counted before anything is built: the C unpickler hashes dict keys and set items as it goes.
+    scan_pickle(data, limits)
+    unpickler = SafeUnpickler(io.BytesIO(data), limits)
     try:
-        obj = SafeUnpickler(io.BytesIO(data), limits).load()
+        obj = unpickler.load()
     except GanError:
         raise
     except RecursionError as exc:
         raise FormatError("pickle nests too deeply") from exc
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError, MemoryError, ...
         raise FormatError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
-    return _resolve(obj, limits.max_depth)
+    return unpickler.resolver.resolve(obj)
 
 
 def is_pickle(head: bytes) -> bool:

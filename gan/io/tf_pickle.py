@@ -21,6 +21,7 @@ A variable we do not map is an error, never dropped silently.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -313,6 +314,19 @@ def _state_from_tf(
     return state
 
 
+def _check_size(build: Callable[[], nn.Module], params: dict[str, np.ndarray], where: str) -> None:
+    """Refuse a network the file's variables cannot fill, before allocating it: its configuration comes
+    from the file, and a few bytes of it (a huge resolution or fmap_base) would build any size. The
+    shapes-only build on torch's "meta" device costs no memory for weights."""
+    with torch.device("meta"):
+        needed = sum(t.numel() for k, t in build().state_dict().items() if not k.endswith(".resample_filter"))
+    held = sum(int(np.size(v)) for v in params.values())
+    # Twice over: a variable or two missing is reported by name later; a network far larger than the
+    # file is a configuration bomb.
+    if needed > 2 * held:
+        raise FormatError(f"{where}: its configuration needs {needed} weights, the file holds {held}")
+
+
 def networks_from_tf(obj: Any, which: Sequence[str] = ("G_ema",)) -> dict[str, nn.Module]:
     """Our modules from a read TF pickle: 'G_ema' is Gs, 'G' and 'D' the training networks."""
     unknown = [w for w in which if w not in NETWORK_NAMES]
@@ -326,11 +340,13 @@ def networks_from_tf(obj: Any, which: Sequence[str] = ("G_ema",)) -> dict[str, n
         params = _collect(net)
         if name == "D":
             d_config = discriminator_config_from_tf(net)
+            _check_size(functools.partial(Discriminator, d_config), params, f"TensorFlow {net.name}")
             template = Discriminator(d_config).state_dict()
             rules = _D_RULES
             configs[name] = d_config
         else:
             g_config = generator_config_from_tf(net)
+            _check_size(functools.partial(build_generator, g_config), params, f"TensorFlow {net.name}")
             template = build_generator(g_config).state_dict()
             rules = _G_RULES
             configs[name] = g_config

@@ -29,7 +29,7 @@ FilterLike = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[flo
 
 def setup_filter(
     f: FilterLike,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     normalize: bool = True,
     flip_filter: bool = False,
     gain: float = 1,
@@ -57,7 +57,9 @@ def setup_filter(
     if flip_filter:
         t = t.flip(list(range(t.ndim)))
     t = t * math.pow(gain, t.ndim / 2)
-    return t.to(device=device)
+    # device None keeps the current default device, so that a network can be built on "meta" (shapes
+    # only) to be checked against a file before its weights are allocated.
+    return t if device is None else t.to(device=device)
 
 
 def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
