@@ -498,8 +498,10 @@ def read_response(sock: socket.socket) -> bytes:
         raw += chunk
     _, headers, body = parse(raw)
     while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return raw
+        chunk = sock.recv(65536)
+        assert chunk, raw + body
+        body += chunk
+    return raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
 
 
 def exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
