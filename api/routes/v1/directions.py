@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from api.deps import (
     CeleryDep,
@@ -130,7 +131,10 @@ async def create_direction(
 async def _read_create(request: Request) -> GanSpaceCreate | UserDirectionCreate:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except HTTPException as exc:  # starlette's own refusal of the form (too many parts, malformed)
+            raise InvalidRequest(f"body: {exc.detail}") from None
         upload, name, layers = form.get("file"), form.get("name"), form.get("layers") or "all"
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("body file: required, a .npy of the direction's w_dim numbers")
