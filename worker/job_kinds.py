@@ -77,16 +77,6 @@ class SweepParams(WireModel):
     layers: str | None = Field(default=None, min_length=1, max_length=20)
 
 
-class SweepParams(WireModel):
-    """A video's move along one direction: strength from `start` to `stop` over the frames."""
-
-    model_config = ConfigDict(extra="forbid")
-    direction: str = Field(min_length=1, max_length=100)
-    start: float = Field(default=-3.0, ge=-100, le=100, allow_inf_nan=False)
-    stop: float = Field(default=3.0, ge=-100, le=100, allow_inf_nan=False)
-    layers: str | None = Field(default=None, min_length=1, max_length=20)
-
-
 class VideoParams(WireModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,33 +95,6 @@ class VideoParams(WireModel):
     rotate: tuple[float, float] | None = None
     edit: list[str] = Field(default_factory=list, max_length=8)  # ID:STRENGTH[@RANGE], every frame
     sweep: SweepParams | None = None
-    edit: list[str] = Field(default_factory=list, max_length=8)  # ID:STRENGTH[@RANGE], every frame
-    sweep: SweepParams | None = None
-
-
-class GanSpaceParams(WireModel):
-    """GANSpace on a model: PCA of `samples` mapped w (gan.editing.ganspace)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model_id: str = Field(min_length=1, max_length=36)
-    samples: int = Field(default=100_000, ge=100, le=1_000_000)
-    k: int = Field(default=20, ge=1, le=64)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-
-
-class EditGridParams(WireModel):
-    """Seeds (rows) x strengths (columns) along one direction, as one PNG."""
-
-    model_config = ConfigDict(extra="forbid")
-    model_id: str = Field(min_length=1, max_length=36)
-    direction: str = Field(min_length=1, max_length=100)
-    seeds: list[Seed] = Field(min_length=1, max_length=16)
-    strengths: list[float] = Field(min_length=1, max_length=16)
-    layers: str | None = Field(default=None, min_length=1, max_length=20)
-    edit: list[str] = Field(default_factory=list, max_length=8)  # applied to every cell first
-    psi: float = Field(default=0.7, ge=-2.0, le=2.0, allow_inf_nan=False)
-    cutoff: int | None = Field(default=None, ge=1, le=2**63 - 1)
-    class_idx: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class GanSpaceParams(WireModel):
@@ -319,8 +282,6 @@ JOB_KINDS: Mapping[str, JobKind] = {
     "projection": JobKind(queue="inference", params_model=ProjectionParams),
     "dataset_prepare": JobKind(queue="inference", params_model=DatasetPrepareParams),
     "training": JobKind(queue="training", params_model=TrainingParams),
-    "ganspace": JobKind(queue="inference", params_model=GanSpaceParams),
-    "edit_grid": JobKind(queue="inference", params_model=EditGridParams),
     "ganspace": JobKind(queue="inference", params_model=GanSpaceParams),
     "edit_grid": JobKind(queue="inference", params_model=EditGridParams),
 }
