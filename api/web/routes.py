@@ -29,10 +29,10 @@ PAGES: dict[str, tuple[str, str]] = {
     "/train/{job_id}": ("job", "Training job"),
     "/library": ("library", "Library"),
 }
-# blob: because images and videos are fetched with the API key and shown from object URLs.
+# blob: because images and videos are fetched with the API key and shown (and read back) from object URLs.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "media-src 'self' blob:; connect-src 'self' blob:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 

@@ -14,8 +14,8 @@ export async function mount(container) {
   const drop = h(
     "div",
     { class: "drop" },
-    h("p", {}, "Drop a photo here (PNG, JPEG or WebP), or choose one:"),
-    file,
+    h("p", {}, "Drop a photo here, or choose one:"),
+    field("Photo (PNG, JPEG or WebP)", file),
   );
   const steps = h("input", { type: "number", name: "steps", min: 1, max: 5000, value: query.get("steps") || 200 });
   const space = h("select", { name: "space" }, h("option", { value: "w" }, "w (one latent)"), h("option", { value: "w+" }, "w+ (one per layer: closer, less editable)"));
