@@ -153,3 +153,52 @@ def test_the_key_field_appears_when_keys_are_on_and_the_key_is_used(browser: Bro
     finally:
         assert serve.stop() == 0, (root / "serve.log").read_text()[-4000:]
         Serve.started.remove(serve)
+
+
+def test_a_direction_slider_edits_the_image(laptop: Watched, service: Serve, demo: dict[str, Any]) -> None:
+    laptop.goto("/?seed=3")
+    page = laptop.page
+    page.wait_for_selector("img.result[data-state=ready]")
+    page.wait_for_selector(".directions input[type=range]")
+    before = laptop.shown_png("img.result")
+    slider = page.locator(".directions input[type=range]").first
+    direction = slider.get_attribute("data-id")
+    assert direction is not None
+    slider.fill("3")
+    page.wait_for_selector(f"img.result[data-state=ready][data-query*='{direction}%3A3']")
+    after = laptop.shown_png("img.result")
+    assert not np.array_equal(before, after), f"the slider of {direction} changed nothing"
+    api = service.http.get(
+        f"/v1/models/{demo['id']}/images/3.png",
+        params={"psi": 0.7, "noise": "const", "edit": f"{direction}:3"},
+    )
+    assert api.status_code == 200, api.text
+    assert np.array_equal(after, png_pixels(api.content))
+
+
+def test_a_projection_shows_beside_the_photo_and_edits_and_mixes(laptop: Watched, service: Serve) -> None:
+    laptop.goto("/project")
+    page = laptop.page
+    photo = Path(__file__).resolve().parents[2] / "worker" / "assets" / "demo" / "preview.png"
+    page.set_input_files("input[name=image]", str(photo))
+    page.fill("input[name=steps]", "10")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("img.reconstruction[data-state=ready]", timeout=2 * TIMEOUT_MS)
+    expect(page.locator(".pair")).to_be_visible()
+    assert page.eval_on_selector(".pair img", "img => img.naturalWidth") > 0  # the photo as the model saw it
+    before = laptop.shown_png("img.reconstruction")
+    # Edit it: a direction slider re-renders the projected w with the edit.
+    page.wait_for_selector(".directions input[type=range]")
+    page.locator(".directions input[type=range]").first.fill("4")
+    page.wait_for_function(
+        "(old) => document.querySelector('img.reconstruction').src !== old",
+        arg=page.get_attribute("img.reconstruction", "src"),
+    )
+    page.wait_for_selector("img.reconstruction[data-state=ready]")
+    assert not np.array_equal(before, laptop.shown_png("img.reconstruction"))
+    # Mix it with seeds.
+    page.click("text=Mix with these seeds")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.mix-strip img')].filter((i) => i.naturalWidth > 0).length === 3"
+    )
+    laptop.screenshot("project-done-laptop")

@@ -23,7 +23,7 @@ export async function mount(container) {
     updates: stat("Updates", "updates"),
   };
   const statList = h("dl", { class: "stats" }, Object.values(stats).map((s) => s.node));
-  const bar = h("progress", { max: 1, value: 0, "aria-label": "Training progress" });
+  const bar = h("progress", { class: "job-progress", max: 1, value: 0, "aria-label": "Training progress" });
   const preview = h("img", { class: "preview", alt: "The latest preview grid", hidden: true, dataset: { count: 0 } });
   const strip = h("div", { class: "strip", "aria-label": "Earlier previews", role: "list" });
   const losses = new LineChart("Losses");
@@ -33,6 +33,7 @@ export async function mount(container) {
   const cancel = h("button", { type: "button", class: "danger" }, "Cancel training");
   const sample = h("a", { class: "button", hidden: true, href: "#" }, "Sample from this model");
   const note = h("p", { class: "hint", role: "status" });
+  metrics.figure.hidden = true;
   let updates = 0;
   let previews = 0;
 
@@ -74,7 +75,13 @@ export async function mount(container) {
     for (const [name, value] of Object.entries(data.losses || {})) losses.add(name, kimg, value);
     for (const [name, value] of Object.entries(data.metrics || {})) metrics.add(name, kimg, value);
     if (data.losses) losses.draw();
-    if (data.metrics && Object.keys(data.metrics).length) metrics.draw();
+    if (data.metrics && Object.keys(data.metrics).length) showMetrics();
+  }
+
+  // The metrics chart appears with its first value: most fine-tunes compute none (they cost minutes).
+  function showMetrics() {
+    metrics.figure.hidden = false;
+    metrics.draw();
   }
 
   // Previews come one after another; they are shown in order, each fetched with the API key.
@@ -104,12 +111,13 @@ export async function mount(container) {
     const metricText = Object.entries(data.metrics || {}).map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", ");
     checkpoints.prepend(h("tr", {}, h("td", {}, Number(data.kimg).toFixed(3)), h("td", {}, formatBytes(data.size_bytes)), h("td", {}, metricText || "-"), h("td", {}, formatTime(new Date().toISOString()))));
     for (const [name, value] of Object.entries(data.metrics || {})) metrics.add(name, data.kimg, value);
-    if (Object.keys(data.metrics || {}).length) metrics.draw();
+    if (Object.keys(data.metrics || {}).length) showMetrics();
   }
 
   async function finished() {
     const job = await getJson(`/v1/training-jobs/${jobId}`);
     setState(job.state, job.error);
+    if (job.state === "succeeded") bar.value = 1;
     const modelId = job.model_id || job.result?.model_id;
     if (job.state === "succeeded" && modelId) {
       sample.href = `${root}/?model=${encodeURIComponent(modelId)}`;
