@@ -202,3 +202,22 @@ def test_a_projection_shows_beside_the_photo_and_edits_and_mixes(laptop: Watched
         "() => [...document.querySelectorAll('.mix-strip img')].filter((i) => i.naturalWidth > 0).length === 3"
     )
     laptop.screenshot("project-done-laptop")
+
+
+def test_ganspace_on_request_and_a_direction_sweep_video(laptop: Watched) -> None:
+    page = laptop.page
+    laptop.goto("/?seed=2")
+    page.wait_for_selector("img.result[data-state=ready]")
+    page.select_option("select[name=direction-method]", "ganspace")
+    page.click("text=Find GANSpace directions")  # a ganspace job, followed to its end
+    page.wait_for_selector(".directions input[data-id^='ganspace-']", timeout=2 * TIMEOUT_MS)
+    page.locator(".directions input[type=range]").first.fill("2")
+    page.wait_for_selector("img.result[data-state=ready][data-query*='edit=ganspace-']")
+
+    laptop.goto("/walk")
+    page.wait_for_selector("select[name=sweep-direction] option >> nth=1", state="attached")
+    page.fill("input[name=seeds]", "5")
+    page.fill("input[name=frames]", "6")
+    page.select_option("select[name=sweep-direction]", index=1)
+    page.click("main button[type=submit]")
+    page.wait_for_function("() => document.querySelector('video.result').currentTime > 0", timeout=TIMEOUT_MS)

@@ -1,8 +1,13 @@
 // Editing directions: a slider per direction of the model (GET /v1/models/{id}/directions), whose
 // strengths go to the image routes as repeated `edit=ID:STRENGTH` parameters.
 
-import { getJson, hasRoute } from "./api.js";
-import { describe, field, h, slider } from "./ui.js";
+import { getJson, hasRoute, sendJson, upload } from "./api.js";
+import { waitForJob } from "./jobs.js";
+import { describe, field, h, progressBar, slider } from "./ui.js";
+
+// GANSpace samples for a run started here: the PCA settles well before the API's default 100,000, and a
+// CPU maps 10,000 in seconds.
+const GANSPACE_SAMPLES = 10000;
 
 // The service refuses more edits than this on one image (gan.editing.MAX_EDITS); only non-zero sliders
 // are sent, so that many sliders are listed.
@@ -27,6 +32,13 @@ export function directionsPanel(onChange) {
   const list = h("div", { class: "directions" });
   const note = h("p", { class: "hint", role: "status" });
   const reset = h("button", { type: "button", class: "secondary" }, "Reset edits");
+  // On request: a GANSpace run for this model, or a direction of the person's own (.npy of w_dim numbers).
+  const computeProgress = progressBar("GANSpace");
+  const compute = h("button", { type: "button", class: "secondary" }, "Find GANSpace directions");
+  const ownName = h("input", { type: "text", name: "direction-name", placeholder: "smile" });
+  const ownFile = h("input", { type: "file", name: "direction-file", accept: ".npy" });
+  const ownSave = h("button", { type: "button", class: "secondary" }, "Add direction");
+  const extra = h("div", { class: "panel-extra" });
   const panel = h(
     "fieldset",
     { class: "panel" },
@@ -34,6 +46,7 @@ export function directionsPanel(onChange) {
     h("div", { class: "row" }, field("Method", method), field("Layers", layers)),
     list,
     note,
+    extra,
     reset,
   );
   let sliders = [];
@@ -50,6 +63,7 @@ export function directionsPanel(onChange) {
     controller = new AbortController();
     sliders = [];
     list.replaceChildren();
+    extra.replaceChildren();
     if (!modelId) return;
     if (!(await hasRoute("/v1/models/{model_id}/directions"))) {
       note.textContent = "This service offers no editing directions.";
@@ -68,7 +82,11 @@ export function directionsPanel(onChange) {
       note.textContent = describe(error);
       return;
     }
-    note.textContent = items.length ? "" : "No directions of this kind for this model.";
+    note.textContent = items.length ? "" : "No directions of this kind for this model yet.";
+    if (method.value === "ganspace") extra.replaceChildren(compute, computeProgress.wrapper);
+    if (method.value === "user") {
+      extra.replaceChildren(h("div", { class: "row" }, field("Name", ownName), field("Direction (.npy)", ownFile)), ownSave);
+    }
     for (const item of items) {
       const name = item.name || `${item.method === "sefa" ? "SeFa" : item.method === "ganspace" ? "GANSpace" : "Direction"} ${item.layers} #${item.rank}`;
       const unit = item.sigma ? " σ" : "";
@@ -90,6 +108,35 @@ export function directionsPanel(onChange) {
     if (hadPending) onChange();
   }
 
+  compute.addEventListener("click", async () => {
+    compute.disabled = true;
+    try {
+      const job = await sendJson("POST", `/v1/models/${modelId}/directions`, { method: "ganspace", samples: GANSPACE_SAMPLES, k: SLIDERS });
+      const done = await waitForJob(job.id, (f, words) => computeProgress.set(f, words));
+      if (done.state !== "succeeded") throw new Error(`GANSpace ${done.state}: ${done.error || "no reason given"}`);
+      await load();
+    } catch (error) {
+      note.textContent = describe(error);
+    } finally {
+      compute.disabled = false;
+    }
+  });
+  ownSave.addEventListener("click", async () => {
+    if (!ownFile.files[0] || !ownName.value.trim()) {
+      note.textContent = "Give the direction a name and choose its .npy file.";
+      return;
+    }
+    const form = new FormData();
+    form.append("name", ownName.value.trim());
+    form.append("layers", layers.value);
+    form.append("file", ownFile.files[0], ownFile.files[0].name);
+    try {
+      await upload(`/v1/models/${modelId}/directions`, form, () => {});
+      await load();
+    } catch (error) {
+      note.textContent = describe(error);
+    }
+  });
   method.addEventListener("change", load);
   layers.addEventListener("change", load);
   reset.addEventListener("click", () => {

@@ -1,6 +1,6 @@
 // Latent walk: POST /v1/models/{id}/videos queues a video job; its progress, then the video plays.
 
-import { getBlob, sendJson } from "./api.js";
+import { getBlob, getJson, hasRoute, sendJson } from "./api.js";
 import { waitForJob } from "./jobs.js";
 import { errorBox, field, h, modelPicker, progressBar, root, seedList, slider } from "./ui.js";
 
@@ -25,6 +25,17 @@ export async function mount(container) {
     field("Translate from x,y to x,y", translate, "For example -0.2,0 0.2,0; empty for none."),
     field("Rotate from to (degrees)", rotate, "For example 0 30; empty for none."),
   );
+  // A direction sweep: the walk moves along one editing direction too (with one seed: an editing clip).
+  const sweepDirection = h("select", { name: "sweep-direction" }, h("option", { value: "" }, "none"));
+  const sweepStart = h("input", { type: "number", name: "sweep-start", step: "any", value: -3 });
+  const sweepStop = h("input", { type: "number", name: "sweep-stop", step: "any", value: 3 });
+  const sweep = h(
+    "fieldset",
+    { class: "panel", hidden: true },
+    h("legend", {}, "Direction sweep"),
+    field("Direction", sweepDirection),
+    h("div", { class: "row" }, field("From strength", sweepStart), field("To strength", sweepStop)),
+  );
   const start = h("button", { type: "submit" }, "Make the video");
   const progress = progressBar("Video");
   const video = h("video", { class: "result", controls: true, loop: true, muted: true, playsinline: true, hidden: true });
@@ -40,6 +51,15 @@ export async function mount(container) {
     classField.hidden = !model.c_dim;
     classSelect.replaceChildren(...Array.from({ length: model.c_dim }, (_, i) => h("option", { value: i }, `class ${i}`)));
     transform.hidden = !model.architecture.startsWith("stylegan3");
+    loadDirections().catch((error) => errors.show(error));
+  }
+
+  async function loadDirections() {
+    sweepDirection.replaceChildren(h("option", { value: "" }, "none"));
+    if (!(await hasRoute("/v1/models/{model_id}/directions"))) return;
+    const { items } = await getJson(`/v1/models/${model.id}/directions`, { params: [["method", "sefa"], ["layers", "all"], ["k", 8]] });
+    sweepDirection.append(...items.map((d) => h("option", { value: d.id }, d.name || `SeFa all #${d.rank}`)));
+    sweep.hidden = false;
   }
 
   function numbers(text, name, count) {
@@ -73,6 +93,9 @@ export async function mount(container) {
         body.translate = [[x0, y0], [x1, y1]];
       }
       if (!transform.hidden && rotate.value.trim()) body.rotate = numbers(rotate.value, "Rotate", 2);
+      if (sweepDirection.value) {
+        body.sweep = { direction: sweepDirection.value, start: Number(sweepStart.value), stop: Number(sweepStop.value) };
+      }
     } catch (error) {
       errors.node.textContent = error.message;
       errors.node.hidden = false;
@@ -119,6 +142,7 @@ export async function mount(container) {
     psi.wrapper,
     classField,
     transform,
+    sweep,
     start,
   );
   container.append(h("div", { class: "split" }, form, h("section", { class: "output", "aria-label": "Video" }, errors.node, progress.wrapper, video, still, h("div", { class: "actions" }, download))));
