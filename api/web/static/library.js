@@ -62,7 +62,7 @@ export async function mount(container) {
           h(
             "tr",
             { dataset: { id: m.id } },
-            h("td", {}, m.name, m.demo ? " (demo)" : "", m.license_note ? h("small", { class: "hint", title: m.license_note }, " · licence noted") : null),
+            h("td", {}, m.name, m.demo && !m.name.toLowerCase().includes("demo") ? " (demo)" : "", m.license_note ? h("small", { class: "hint", title: m.license_note }, " · licence noted") : null),
             h("td", {}, `${m.architecture}, ${m.resolution} px${m.c_dim ? `, ${m.c_dim} classes` : ""}`),
             h("td", {}, formatBytes(m.size_bytes)),
             h("td", {}, formatTime(m.created_at)),
