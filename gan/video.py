@@ -145,6 +145,7 @@ def walk_frames(
     batch_size: int = 8,
     edits: Sequence[Edit] = (),
     sweep: Sweep | None = None,
+    start_ws: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """uint8 frames [H, W, C], one at a time, rendered `batch_size` per forward pass.
 
@@ -156,12 +157,15 @@ def walk_frames(
 
     `edits` (gan.editing) move every frame's ws; `sweep` moves them along one direction, its strength
     going from `sweep.start` to `sweep.stop` over the frames (and back, looped): with a single seed, the
-    classic editing clip.
+    classic editing clip. `start_ws` ([num_ws, w_dim], e.g. a projected photo's w) is the walk's first key,
+    before the seeds' (space w only: a projected w has no z).
     """
     if space not in ("w", "z"):
         raise GanError(f"invalid space {space!r}: use w or z")
     has_path = translate is not None or rotate is not None
-    if len(seeds) < 2 and not has_path and sweep is None:
+    if start_ws is not None and space != "w":
+        raise GanError("a walk from a given w goes through w (space w): a projected w has no z")
+    if len(seeds) + (start_ws is not None) < 2 and not has_path and sweep is None:
         raise GanError(
             "a walk needs at least two seeds, or one seed and a StyleGAN3 translate/rotate path or a sweep"
         )
@@ -179,7 +183,9 @@ def walk_frames(
             ]
         )
     else:
-        keys = sampler.ws_for_seeds(seeds, psi=psi, cutoff=cutoff, class_idx=class_idx)
+        keys = sampler.ws_for_seeds(seeds, psi=psi, cutoff=cutoff, class_idx=class_idx).cpu()
+        if start_ws is not None:
+            keys = torch.cat([torch.as_tensor(start_ws, dtype=keys.dtype)[None], keys])
         ws = interpolate(keys, num_frames, loop, "lerp")  # [F, num_ws, w_dim]
     ws = apply_edits(ws.cpu(), edits, sampler.config)
     if sweep is not None:

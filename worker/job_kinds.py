@@ -95,6 +95,7 @@ class VideoParams(WireModel):
     rotate: tuple[float, float] | None = None
     edit: list[str] = Field(default_factory=list, max_length=8)  # ID:STRENGTH[@RANGE], every frame
     sweep: SweepParams | None = None
+    start_projection: str | None = Field(default=None, min_length=1, max_length=36)
 
 
 class GanSpaceParams(WireModel):

@@ -166,3 +166,8 @@ class VideoCreate(_Truncation):
         description="Move along one direction over the walk, strength `start` to `stop` (with one seed: "
         "the classic editing clip).",
     )
+    start_projection: str | None = Field(
+        default=None,
+        max_length=36,
+        description="Start the walk at the w a projection found (its id; space w), then go through the seeds.",
+    )

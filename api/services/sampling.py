@@ -480,9 +480,11 @@ def submit_video(
             raise InvalidRequest(
                 f"body {name}: only StyleGAN3 models take a {name} path (this is {model.architecture})"
             )
-    if len(body.seeds) < 2 and body.translate is None and body.rotate is None and body.sweep is None:
+    keys = len(body.seeds) + (body.start_projection is not None)
+    if keys < 2 and body.translate is None and body.rotate is None and body.sweep is None:
         raise InvalidRequest(
-            "body seeds: a walk needs two seeds or more, or one seed and a translate/rotate path or a sweep"
+            "body seeds: a walk needs two keys or more (seeds, or a start_projection and a seed), "
+            "or one seed and a translate/rotate path or a sweep"
         )
     if body.format == "gif" and body.fps > 50:
         raise InvalidRequest(f"body fps: GIF cannot play above 50 fps (got {body.fps:g}); use webp or mp4")

@@ -289,3 +289,36 @@ def test_projections_are_private_to_their_key(http: TestClient, settings: Settin
     # A job id that is not a projection is not a projection.
     probe = http.post("/v1/jobs", json={"kind": "probe"}, headers=auth(KEY_A)).json()
     assert http.get(f"/v1/projections/{probe['id']}", headers=auth(KEY_A)).status_code == 404
+
+
+def test_a_walk_starts_from_a_projected_w(http: TestClient, settings: Settings, tmp_path: Path) -> None:
+    model_id, G = register_fixture(settings, "sg2ada_uncond_32", owner_key_for(KEY_A), tmp_path)
+    target = png_bytes(np.full((32, 32, 3), 90, np.uint8))
+    created = http.post(
+        f"/v1/models/{model_id}/projections",
+        files={"image": ("t.png", target)},
+        data={"steps": "2"},
+        headers=auth(KEY_A),
+    )
+    assert created.status_code == 202, created.text
+    pid = created.json()["id"]
+    assert wait_for(http, f"/v1/projections/{pid}", finished, KEY_A)["state"] == "succeeded"
+    videos = f"/v1/models/{model_id}/videos"
+    body = {"seeds": [3], "frames": 5, "fps": 5, "format": "gif", "start_projection": pid}
+    response = http.post(videos, json=body, headers=auth(KEY_A))
+    assert response.status_code == 202, response.text
+    job = wait_for(http, f"/v1/jobs/{response.json()['id']}", finished, KEY_A)
+    assert job["state"] == "succeeded", job
+    _, clip = read_artifact(settings, job["result"]["artifact_id"])
+    frames = PIL.Image.open(io.BytesIO(clip))
+    assert frames.n_frames == 5
+    # The first frame is the projection's own image (GIF's palette aside), the last the seed's.
+    first = np.asarray(frames.convert("RGB"), dtype=int)
+    own = http.get(f"/v1/models/{model_id}/images/w/{pid}.png", headers=auth(KEY_A))
+    assert own.status_code == 200
+    reference = np.asarray(PIL.Image.open(io.BytesIO(own.content)).convert("RGB"), dtype=int)
+    assert np.abs(first - reference).mean() < 8
+    # Another key's projection does not exist; a z walk cannot start from a w.
+    assert http.post(videos, json=body, headers=auth(KEY_B)).status_code == 404
+    other = http.post(f"/v1/models/{model_id}/videos", json={**body, "space": "z"}, headers=auth(KEY_A))
+    assert other.status_code == 422 and "start_projection" in other.json()["detail"]

@@ -202,6 +202,17 @@ def test_a_projection_shows_beside_the_photo_and_edits_and_mixes(laptop: Watched
         "() => [...document.querySelectorAll('.mix-strip img')].filter((i) => i.naturalWidth > 0).length === 3"
     )
     laptop.screenshot("project-done-laptop")
+    # Walk from it: the walk page starts at the projected w, then goes through the seeds.
+    page.click("text=Make a latent walk that starts here")
+    page.wait_for_url("**/walk?**")
+    expect(page.locator("text=The walk starts at projection")).to_be_visible()
+    page.fill("input[name=frames]", "6")
+    page.fill("input[name=fps]", "6")
+    page.click("main button[type=submit]")
+    page.wait_for_function("() => document.querySelector('video.result').readyState >= 2", timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('video.result').currentTime > 0.2", timeout=TIMEOUT_MS
+    )
 
 
 def test_ganspace_on_request_and_a_direction_sweep_video(laptop: Watched) -> None:

@@ -7,22 +7,27 @@ is always written. Cancel is seen between any two frames.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+import torch
+from sqlalchemy.orm import Session
 
 from gan.editing import Sweep
 from gan.errors import GanError
 from gan.video import check_video_options, encode_video, walk_frames
 from worker.artifacts import store_artifact
-from worker.db.models import Model
+from worker.db.models import Artifact, Job, Model
 from worker.directions import lookup, resolve_edits
 from worker.inference.engine import shared_cache
 from worker.job_kinds import VideoParams
 from worker.tasks.context import JobContext
 from worker.tasks.mix_grid import artifact_result
+from worker.tasks.projection import W_ARTIFACT
 
 REPORT_INTERVAL_S = 0.25
 RENDER_BATCH = 8
@@ -43,6 +48,7 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if found is None:
                 raise GanError(f"sweep.direction: this model has no direction {p.sweep.direction!r}")
             sweep = Sweep(found, p.sweep.start, p.sweep.stop, p.sweep.layers)
+        start_ws = None if p.start_projection is None else projected_w(ctx, session, p.start_projection)
     ctx.report(0.0, {"stage": "loading model", "frame": 0, "frames": p.frames})
     sampler = shared_cache(ctx.settings).get(file_key).sampler
     frames = walk_frames(
@@ -60,6 +66,7 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         batch_size=RENDER_BATCH,
         edits=edits,
         sweep=sweep,
+        start_ws=start_ws,
     )
     data = encode_video(_reporting(frames, ctx, p.frames), p.format, p.fps)
     with ctx.sessions() as session:
@@ -75,6 +82,21 @@ def run_video(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return artifact_result(
         artifact_id, CONTENT_TYPES[p.format], len(data), frames=p.frames, fps=p.fps, format=p.format
     )
+
+
+def projected_w(ctx: JobContext, session: Session, projection_id: str) -> torch.Tensor:
+    """The w [num_ws, w_dim] a finished projection job of this job's owner found."""
+    job = ctx.load_visible(session, Job, projection_id)
+    artifact = session.scalars(
+        sa.select(Artifact).where(Artifact.job_id == job.id, Artifact.name == W_ARTIFACT[0])
+    ).one_or_none()
+    if job.kind != "projection" or artifact is None:
+        raise GanError(f"start_projection: {projection_id} is not a finished projection")
+    with ctx.storage.open(artifact.file_key) as f:
+        data = f.read()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        w = np.asarray(npz["w"], dtype=np.float32)
+    return torch.from_numpy(w.reshape(w.shape[-2], w.shape[-1]))
 
 
 def _reporting(frames: Iterator[np.ndarray], ctx: JobContext, total: int) -> Iterator[np.ndarray]:

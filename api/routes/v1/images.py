@@ -19,6 +19,7 @@ from api.deps import (
     accepted,
     accepted_responses,
 )
+from api.errors import InvalidRequest
 from api.schemas.common import problem_responses
 from api.schemas.jobs import JobOut, job_out
 from api.schemas.sampling import ImageQuery, MixGridCreate, MixQuery, ProjectionImageQuery, VideoCreate
@@ -254,6 +255,14 @@ def create_video(
     model = service.find_model(session, model_id, owner)
     edits.resolve(request.app, session, model, body.edit, owner, where="body")
     edits.check_sweep(request.app, session, model, body.sweep, owner)
+    if body.start_projection is not None:
+        if body.space != "w":
+            raise InvalidRequest("body start_projection: a walk from a projected w goes through w (space w)")
+        w = service.projection_w(session, settings, body.start_projection, owner)  # 404, or 409 unfinished
+        if tuple(w.shape) != (model.num_ws, model.w_dim):
+            raise InvalidRequest(
+                f"body start_projection: its w is {list(w.shape)}; this model needs [{model.num_ws}, {model.w_dim}]"
+            )
     job, created = service.submit_video(
         session, celery, settings, model=model, body=body, owner_key=owner, idempotency_key=idempotency_key
     )

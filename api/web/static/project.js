@@ -35,13 +35,15 @@ export async function mount(container) {
   const mixStyles = h("select", { name: "mix-styles" }, ["coarse", "middle", "fine"].map((b) => h("option", { value: b }, b)));
   const mixButton = h("button", { type: "button", class: "secondary" }, "Mix with these seeds");
   const mixRow = h("div", { class: "strip mix-strip" });
+  const walkLink = h("a", { class: "button secondary", href: `${root}/walk` }, "Make a latent walk that starts here");
   const after = h(
     "section",
     { class: "panel", hidden: true, "aria-label": "Use the projection" },
     h("h2", {}, "Mix it with seeds"),
     h("div", { class: "row" }, field("Seeds", mixSeeds), field("Their styles", mixStyles), mixButton),
     mixRow,
-    h("p", { class: "hint" }, "A latent walk starts from seeds only: the video route takes no projected w."),
+    h("h2", {}, "Walk from it"),
+    h("p", {}, walkLink),
   );
   let model = null;
   let projection = null;
@@ -114,6 +116,7 @@ export async function mount(container) {
       projection = await getJson(`/v1/projections/${queued.id}`);
       await showBlob(target, await getBlob(projection.target_url));
       pair.hidden = after.hidden = false;
+      walkLink.href = `${root}/walk?${new URLSearchParams({ model: model.id, from: projection.id, seeds: "1,2" })}`;
       directions.panel.hidden = false;
       progress.set(1, projection.distance === null ? "done" : `done: distance ${projection.distance.toFixed(3)}`);
       history.replaceState(null, "", `${root}/project?${new URLSearchParams({ model: model.id })}`);

@@ -36,6 +36,13 @@ export async function mount(container) {
     field("Direction", sweepDirection),
     h("div", { class: "row" }, field("From strength", sweepStart), field("To strength", sweepStop)),
   );
+  // A walk can start at a projected photo's w (from the Projection page): space w only.
+  const from = query.get("from");
+  const fromNote = h("p", { class: "hint", hidden: !from }, `The walk starts at projection ${from}, then goes through the seeds.`);
+  if (from) {
+    space.value = "w";
+    space.disabled = true;
+  }
   const start = h("button", { type: "submit" }, "Make the video");
   const progress = progressBar("Video");
   const video = h("video", { class: "result", controls: true, loop: true, muted: true, playsinline: true, hidden: true });
@@ -93,6 +100,7 @@ export async function mount(container) {
         body.translate = [[x0, y0], [x1, y1]];
       }
       if (!transform.hidden && rotate.value.trim()) body.rotate = numbers(rotate.value, "Rotate", 2);
+      if (from) body.start_projection = from;
       if (sweepDirection.value) {
         body.sweep = { direction: sweepDirection.value, start: Number(sweepStart.value), stop: Number(sweepStop.value) };
       }
@@ -101,7 +109,7 @@ export async function mount(container) {
       errors.node.hidden = false;
       return;
     }
-    history.replaceState(null, "", `${root}/walk?${new URLSearchParams({ model: model.id, seeds: seeds.value, frames: frames.value })}`);
+    history.replaceState(null, "", `${root}/walk?${new URLSearchParams({ model: model.id, seeds: seeds.value, frames: frames.value, ...(from ? { from } : {}) })}`);
     start.disabled = true;
     video.hidden = still.hidden = download.hidden = true;
     progress.set(0, "queueing");
@@ -135,6 +143,7 @@ export async function mount(container) {
     "form",
     { class: "controls", onsubmit: run },
     picker.wrapper,
+    fromNote,
     field("Seeds, in walk order", seeds, "Comma-separated, or a range like 0-5."),
     h("div", { class: "row" }, field("Frames", frames), field("Frames per second", fps)),
     h("div", { class: "row" }, field("Interpolate in", space), field("Format", format)),
