@@ -56,9 +56,9 @@ class ModelImportError(GanError):
 class ImportLimits:
     """What reading one file in the child may cost (see the import_* settings)."""
 
-    memory_bytes: int = 8 * 1024**3
-    cpu_seconds: int = 600
-    timeout_seconds: float = 900.0
+    memory_bytes: int = 4 * 1024**3
+    cpu_seconds: int = 60
+    timeout_seconds: float = 120.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImportLimits:

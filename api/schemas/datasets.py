@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.tasks.dataset_prepare import stored_rejections
+
 if TYPE_CHECKING:
     from worker.db.models import Dataset
 
@@ -18,7 +20,7 @@ class RejectionOut(BaseModel):
     reason: str = Field(
         description="One of: not an image, truncated, corrupt image, too small, decompression bomb, "
         "unsafe path, symlink, too many files, too large, compression ratio, unsupported pixel format, "
-        "no label.",
+        "no label, damaged archive entry.",
         examples=["unsafe path"],
     )
     detail: str = Field(default="", examples=["path contains '..'"])
@@ -36,6 +38,7 @@ class DatasetOut(BaseModel):
                     "has_labels": False,
                     "num_classes": None,
                     "size_bytes": 98123456,
+                    "rejected_count": 2,
                     "sha256": "9f2b...e1",
                     "rejected": [
                         {
@@ -64,9 +67,16 @@ class DatasetOut(BaseModel):
     num_classes: int | None = Field(
         description="Label dimension (classes for class indices); a model trained on this set has this c_dim."
     )
-    size_bytes: int
+    size_bytes: int = Field(
+        description="Bytes stored for the dataset (the prepared zip and its rejection report), as counted "
+        "in the key's storage quota."
+    )
     sha256: str = Field(description="sha256 of the prepared zip (official dataset_tool layout).")
-    rejected: list[RejectionOut] = Field(description="Every file left out, with its reason.")
+    rejected: list[RejectionOut] = Field(
+        description="Files left out, with their reason: the first 100, names and details cut to 256 "
+        "characters; `rejected_count` says how many there were."
+    )
+    rejected_count: int = Field(description="How many files were left out in all.")
     thumbnails: list[str] = Field(description="URLs of a few prepared images (PNG).")
     job_id: str | None = Field(default=None, description="The dataset_prepare job, for large uploads.")
     created_at: datetime
@@ -94,7 +104,9 @@ def dataset_out(row: Dataset, thumbnails: int) -> DatasetOut:
         num_classes=row.num_classes,
         size_bytes=row.size_bytes,
         sha256=row.sha256,
-        rejected=[RejectionOut(**r) for r in row.rejected or []],
+        # Rows written before reports were bounded may hold more; they are cut here as well.
+        rejected=[RejectionOut(**r) for r in stored_rejections(row.rejected or [])],
+        rejected_count=max(row.rejected_count, len(row.rejected or [])),
         thumbnails=thumbnail_urls(row, thumbnails),
         job_id=row.job_id,
         created_at=row.created_at,

@@ -34,6 +34,7 @@ from worker.tasks.dataset_prepare import (
     is_zip,
     pack_images,
     prepare_and_register,
+    stored_rejections,
     upload_key,
 )
 from worker.wire import check_name, load_json
@@ -42,16 +43,25 @@ logger = logging.getLogger(__name__)
 
 
 class NothingUsable(InvalidRequest):
-    """Every uploaded file was rejected: 422 with the rejections listed (`rejected`)."""
+    """Every uploaded file was rejected: 422 with the first rejections listed (`rejected`, bounded as a
+    stored report is) and their number (`rejected_count`)."""
 
     slug = "no-usable-images"
 
-    def __init__(self, detail: str, rejected: list[dict[str, str]]) -> None:
+    def __init__(self, detail: str, rejected: list[dict[str, str]], rejected_count: int) -> None:
         super().__init__(detail)
         self.rejected = rejected
+        self.rejected_count = rejected_count
 
     def to_response(self) -> ProblemResponse:
-        return problem(self.status, self.title, self.detail, slug=self.slug, rejected=self.rejected)
+        return problem(
+            self.status,
+            self.title,
+            self.detail,
+            slug=self.slug,
+            rejected=self.rejected,
+            rejected_count=self.rejected_count,
+        )
 
 
 def parse_labels(text: str | None) -> dict[str, Any] | None:
@@ -189,8 +199,8 @@ def create_dataset(
                 owner_key=owner_key,
             )
         except NoUsableImagesError as exc:
-            rejected = [{"name": r.name, "reason": r.reason, "detail": r.detail} for r in exc.report.rejected]
-            raise NothingUsable(f"form field file: {exc}", rejected) from None
+            rejected = stored_rejections(exc.report.rejected)
+            raise NothingUsable(f"form field file: {exc}", rejected, len(exc.report.rejected)) from None
     return row
 
 

@@ -647,7 +647,9 @@ def safe_loads(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Any:
         raise
     except RecursionError as exc:
         raise FormatError("pickle nests too deeply") from exc
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError, MemoryError, ...
+    except MemoryError:
+        raise  # the reader's memory cap, not a damaged file: the import child reports it as such
+    except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError, ...
         raise FormatError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
     return unpickler.resolver.resolve(obj)
 

@@ -23,6 +23,7 @@ import struct
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ TOO_LARGE = "too large"
 COMPRESSION_RATIO = "compression ratio"
 UNSUPPORTED_PIXELS = "unsupported pixel format"
 UNLABELED = "no label"
+DAMAGED = "damaged archive entry"
 
 METADATA_NAME = "dataset.json"
 
@@ -101,6 +103,19 @@ class PrepareReport:
             "unknown_labels": list(self.unknown_labels),
             "labeled": self.labeled,
         }
+
+
+def rejection_list(rejected: list[Rejection], max_entries: int, max_chars: int) -> list[dict[str, str]]:
+    """The first `max_entries` rejections as JSON-able dicts, each name and detail cut to `max_chars`
+    (marked with "..."): a report is kept and sent back many times, and a hostile upload can hold
+    100,000 files with 64 KB names. The caller keeps the full count beside it."""
+
+    def cut(text: str) -> str:
+        return text if len(text) <= max_chars else text[: max(max_chars - 3, 0)] + "..."
+
+    return [
+        {"name": cut(r.name), "reason": r.reason, "detail": cut(r.detail)} for r in rejected[:max_entries]
+    ]
 
 
 class NoUsableImagesError(GanError):
@@ -186,6 +201,21 @@ def _dir_entries(root: Path) -> Iterator[_Entry]:
             yield _Entry(name, 0, 0, lambda: b"", (NOT_AN_IMAGE, "not a regular file"))
         else:
             yield _Entry(name, st.st_size, st.st_size, lambda p=p: p.read_bytes())  # type: ignore[misc]
+
+
+def _read_entry(entry: _Entry) -> bytes:
+    """The entry's bytes; a zip entry whose data does not match its header (a bad CRC, a declared size
+    that lies either way, a broken deflate stream, an unsupported method or encryption) is rejected with
+    zipfile's reason. zipfile stops at the declared size, so a lying size cannot make it read more."""
+    try:
+        data = entry.read()
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise _Rejected(DAMAGED, str(exc) or type(exc).__name__) from exc
+    except OSError as exc:
+        raise _Rejected(DAMAGED, f"unreadable: {exc}") from exc
+    if len(data) != entry.size:
+        raise _Rejected(DAMAGED, f"{len(data)} bytes where the archive declares {entry.size}")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,7 +428,9 @@ def prepare_dataset(
             entries.remove(meta)
             if label_map is None and labels is None and meta.size <= limits.max_file_bytes:
                 try:
-                    label_map = _parse_labels(json.loads(meta.read()))
+                    label_map = _parse_labels(json.loads(_read_entry(meta)))
+                except _Rejected as r:
+                    raise FormatError(f"{METADATA_NAME} in {source}: {r.reason}: {r.detail}") from r
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise FormatError(f"{METADATA_NAME} in {source} is not JSON: {exc}") from exc
         report.labeled = label_map is not None
@@ -472,7 +504,7 @@ def _convert(
                         key: str | None = None
                         if label_map is not None:
                             key = _lookup(label_map, entry.name, basenames)
-                        img = _decode(entry.read(), limits, background)
+                        img = _decode(_read_entry(entry), limits, background)
                         img = _square(img, resolution, transform, limits.min_side, background)
                         if label_map is not None and key is None:
                             raise _Rejected(UNLABELED, "the labels give none for this file")

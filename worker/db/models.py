@@ -127,8 +127,10 @@ class Dataset(Base):
     resolution: Mapped[int]
     has_labels: Mapped[bool] = mapped_column(default=False)
     num_classes: Mapped[int | None]
-    # Files left out while preparing, with the reason: [{"name": ..., "reason": ...}, ...].
+    # Files left out while preparing, with the reason: [{"name": ..., "reason": ...}, ...], the first
+    # REPORT_MAX_ENTRIES of them (worker/tasks/dataset_prepare.py), and how many there were in all.
     rejected: Mapped[list[Any]] = mapped_column(default=list)
+    rejected_count: Mapped[int] = mapped_column(default=0, server_default="0")
     owner_key: Mapped[str | None] = mapped_column(sa.String(128), index=True)
     # The job that prepared it, for uploads too large to prepare within the request.
     job_id: Mapped[str | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))

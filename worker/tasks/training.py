@@ -311,9 +311,13 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         resume_row = last_checkpoint(session, ctx.job_id)
         session.expunge_all()
 
-    run_dir = training_root(ctx) / ctx.job_id / f"attempt-{ctx.attempt}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    job_dir = training_root(ctx) / ctx.job_id
+    run_dir = job_dir / f"attempt-{ctx.attempt}"
+    # A killed attempt leaves its folder (tens of MB of snapshots and previews); what a resume needs is
+    # the stored Checkpoint row's file, never these, so earlier attempts' folders go now.
+    if job_dir.exists():
+        for old in job_dir.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
     run_dir.mkdir(parents=True)
     try:
         with ExitStack() as stack:
@@ -348,6 +352,8 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             model_id = _register_model(ctx, result.model, model, dataset, result.kimg)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    # The model and checkpoints are in storage: nothing of the job is left on the training disk.
+    shutil.rmtree(job_dir, ignore_errors=True)
     with sessions() as session:
         kept = session.scalars(
             sa.select(Checkpoint.id).where(Checkpoint.job_id == ctx.job_id).order_by(Checkpoint.kimg)

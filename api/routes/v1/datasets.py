@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, st
 from fastapi.responses import JSONResponse
 
 from api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from api.heavy import HeavyDep
 from api.middleware import upload_route
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.datasets import DatasetList, DatasetOut, TransformName, dataset_out
@@ -52,6 +53,7 @@ def create_dataset(
     celery: CeleryDep,
     settings: SettingsDep,
     owner: OwnerDep,
+    heavy: HeavyDep,
     resolution: Annotated[
         int | None, Form(le=MAX_INT64, description="Power of two; default from the images.")
     ] = None,
@@ -62,18 +64,19 @@ def create_dataset(
         Name | None, Form(max_length=2000, description="Notified when a large upload's preparation job ends.")
     ] = None,
 ) -> JSONResponse:
-    created = service.create_dataset(
-        session,
-        celery,
-        settings,
-        files=[(upload.filename or "", upload.file) for upload in file],
-        name=name,
-        resolution=resolution,
-        transform=transform,
-        labels=labels,
-        owner_key=owner,
-        webhook_url=webhook_url,
-    )
+    with heavy.slot("preparing this upload"):
+        created = service.create_dataset(
+            session,
+            celery,
+            settings,
+            files=[(upload.filename or "", upload.file) for upload in file],
+            name=name,
+            resolution=resolution,
+            transform=transform,
+            labels=labels,
+            owner_key=owner,
+            webhook_url=webhook_url,
+        )
     if isinstance(created, Dataset):
         body = dataset_out(created, settings.dataset_thumbnails).model_dump(mode="json")
         return JSONResponse(body, status_code=201, headers={"Location": f"/v1/datasets/{created.id}"})

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, IdempotencyKey, OwnerDep, SessionDep, SettingsDep, accepted, get_owner
 from api.errors import InvalidRequest, describe_validation_errors
+from api.heavy import HeavyDep
 from api.middleware import upload_route
 from api.schemas.common import MAX_OFFSET, problem_responses
 from api.schemas.jobs import JobOut, job_out
@@ -89,6 +90,7 @@ async def create_model(
     celery: CeleryDep,
     settings: SettingsDep,
     owner: OwnerDep,
+    heavy: HeavyDep,
     content_type: Annotated[str, Header(alias="Content-Type")] = "",
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -97,9 +99,10 @@ async def create_model(
         upload = await service.receive_upload(
             request.stream(), content_type, scratch_dir(settings), settings.max_upload_bytes
         )
-        row, created = await run_in_threadpool(
-            service.create_from_upload, session, settings, upload, owner_key=owner
-        )
+        with heavy.slot("reading this network file"):
+            row, created = await run_in_threadpool(
+                service.create_from_upload, session, settings, upload, owner_key=owner
+            )
         body = model_out(row, demo=service.model_is_demo(row))
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return JSONResponse(

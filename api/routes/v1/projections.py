@@ -15,6 +15,7 @@ from api.deps import (
     accepted,
     accepted_responses,
 )
+from api.heavy import HeavyDep
 from api.middleware import FORM_OVERHEAD_BYTES, upload_route
 from api.schemas.common import problem_responses
 from api.schemas.projections import ProjectionOut, projection_out
@@ -50,6 +51,7 @@ def create_projection(
     celery: CeleryDep,
     settings: SettingsDep,
     owner: OwnerDep,
+    heavy: HeavyDep,
     space: Annotated[
         Literal["w", "w+"],
         Form(
@@ -78,22 +80,23 @@ def create_projection(
     ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> ProjectionOut:
-    job, created = service.create_projection(
-        session,
-        celery,
-        settings,
-        make_storage(settings),
-        model_id=model_id,
-        owner_key=owner,
-        image=image.file,
-        space=space,
-        steps=steps,
-        seed=seed,
-        save_video=save_video,
-        class_idx=class_idx,
-        webhook_url=webhook_url,
-        idempotency_key=idempotency_key,
-    )
+    with heavy.slot("decoding this image"):
+        job, created = service.create_projection(
+            session,
+            celery,
+            settings,
+            make_storage(settings),
+            model_id=model_id,
+            owner_key=owner,
+            image=image.file,
+            space=space,
+            steps=steps,
+            seed=seed,
+            save_video=save_video,
+            class_idx=class_idx,
+            webhook_url=webhook_url,
+            idempotency_key=idempotency_key,
+        )
     accepted(response, created, f"/v1/projections/{job.id}")
     return projection_out(job)
 
