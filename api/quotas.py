@@ -7,14 +7,20 @@
   §15.5.14), not 429: waiting does not free space, only deleting something does, and 413 tells the
   client that this content will not be accepted as is.
 
-Both checks count, then the caller inserts; two requests racing from one key can each pass the count,
-so the limits can be overshot by the number of requests a key has in flight at that instant. That is
-acceptable for a fairness limit and keeps the check one cheap indexed query.
+Both are counted in the database every API process shares, so replicas enforce one limit. On
+PostgreSQL the job check first takes a transaction-scoped advisory lock on the key, held until the
+caller commits its new row: two requests from one key, on one API process or two, are counted one after
+the other and the limit is exact. The storage check counts without a lock, so two uploads racing from
+one key can each pass it and overshoot by one upload; that is acceptable for a fairness limit, and
+holding a lock across an upload of gigabytes would serialise all of a key's uploads. (SQLite is one
+machine's embedded default: its writers are serialised by the file lock already.)
 
 Sampling's per-key rate limit is a token bucket in api/ratelimit.py, not here.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -55,6 +61,7 @@ def enforce_job_quota(session: Session, settings: Settings, owner_key: str | Non
     limit = settings.quota_max_active_jobs
     if owner_key is None or not settings.auth_enabled or limit is None:
         return
+    _lock_key(session, owner_key)
     active = active_jobs(session, owner_key)
     if active >= limit:
         raise JobQuotaExceeded(
@@ -62,6 +69,18 @@ def enforce_job_quota(session: Session, settings: Settings, owner_key: str | Non
             f"(STYLEGAN_QUOTA_MAX_ACTIVE_JOBS={limit}); wait for one to finish or cancel one",
             headers={"Retry-After": str(JOB_QUOTA_RETRY_AFTER_S)},
         )
+
+
+def _lock_key(session: Session, owner_key: str) -> None:
+    """Serialise this key's quota checks until the transaction ends (PostgreSQL only)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    # Advisory locks take a bigint: the first 8 bytes of the key's sha256 (a collision only makes two
+    # keys wait for each other).
+    lock_id = int.from_bytes(
+        hashlib.sha256(f"job-quota:{owner_key}".encode()).digest()[:8], "big", signed=True
+    )
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
 
 
 def storage_used(session: Session, owner_key: str) -> int:

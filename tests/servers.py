@@ -342,6 +342,55 @@ class WorkerProcesses:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+class ApiProcess:
+    """`uvicorn --factory api.app:create_app` as its own process on `host`:free port, configured by
+    STYLEGAN_* variables only (as one API replica behind a load balancer would be)."""
+
+    def __init__(
+        self, env: Mapping[str, str], log_dir: Path, host: str = "127.0.0.1", name: str = "api"
+    ) -> None:
+        self.host = host
+        self.port = free_port()
+        self.log_path = log_dir / f"{name}.log"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", host,
+             "--port", str(self.port), "--no-access-log"],
+            env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env},
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def wait_ready(self, timeout: float = 60.0) -> ApiProcess:
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"the API exited:\n{self.log_path.read_text(errors='replace')[-4000:]}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.5):
+                return True
+            return False
+
+        wait_for(up, timeout, f"the API on port {self.port} to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
 def wait_for_worker(
     settings: Settings, node: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 90.0
 ) -> None:

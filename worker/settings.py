@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # Sampling requests one API process waits on at once; more get 503. Each waiting request holds
     # one of the server's 40 worker threads (anyio's default), so this stays well below that.
     sample_max_in_flight: int = Field(default=16, ge=1, le=32)
+    # Redis where the sampling rate limit and in-flight cap are counted, so that every API process that
+    # names the same Redis enforces one limit (usually the broker's URL); None = counted per process.
+    # With it, sample_max_in_flight caps all those processes together.
+    limits_redis_url: str | None = None
     # Jobs: frames in one video, cells (rows x columns) in one mix grid.
     video_max_frames: int = Field(default=1200, ge=1)
     mix_grid_max_cells: int = Field(default=256, ge=1)
@@ -236,6 +240,13 @@ class Settings(BaseSettings):
                 "letters, digits, dots and hyphens; a prefix of letters, digits and ._-/); leave it unset "
                 "for local files under data_dir"
             )
+        return url
+
+    @field_validator("limits_redis_url")
+    @classmethod
+    def _check_limits_redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("limits_redis_url must be a redis://, rediss:// or unix:// URL")
         return url
 
     @field_validator("broker_url")

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidRequest, NotFound, ServiceUnavailable, naming
 from api.metrics import observe_batch_size
-from api.ratelimit import InFlightLimit, RateLimiter
+from api.ratelimit import SampleInFlightLimit, SampleRateLimit, sample_limits
 from api.schemas.jobs import JobCreate
 from api.schemas.sampling import (
     PSI_MAX,
@@ -51,6 +51,7 @@ from gan.config import GeneratorConfig
 from gan.mixing import parse_styles, style_bands
 from gan.vocabulary import MAX_SEED, ImageFormat, NoiseMode
 from worker.db.models import Model
+from worker.db.queries import load_visible
 from worker.inference.client import InferenceClient, InferenceFailed, InferenceTimeout
 from worker.inference.messages import (
     EditOffset,
@@ -190,27 +191,27 @@ def queue_watch(app: FastAPI) -> QueueWatch:
     return _app_state(app, "queue_watch", lambda: QueueWatch(app.state.session_factory, app.state.settings))  # type: ignore[no-any-return]
 
 
-def rate_limiter(app: FastAPI) -> RateLimiter:
-    settings: Settings = app.state.settings
-    return _app_state(  # type: ignore[no-any-return]
-        app,
-        "sample_rate_limiter",
-        lambda: RateLimiter(settings.sample_rate_per_second, settings.sample_burst),
-    )
+def _sample_limits(app: FastAPI) -> tuple[SampleRateLimit, SampleInFlightLimit]:
+    return _app_state(app, "sample_limits", lambda: sample_limits(app.state.settings))  # type: ignore[no-any-return]
 
 
-def in_flight(app: FastAPI) -> InFlightLimit:
-    settings: Settings = app.state.settings
-    return _app_state(app, "sample_in_flight", lambda: InFlightLimit(settings.sample_max_in_flight))  # type: ignore[no-any-return]
+def rate_limiter(app: FastAPI) -> SampleRateLimit:
+    return _sample_limits(app)[0]
+
+
+def in_flight(app: FastAPI) -> SampleInFlightLimit:
+    return _sample_limits(app)[1]
 
 
 # --- checks ------------------------------------------------------------------------------------------
 
 
 def find_model(session: Session, model_id: str, owner_key: str | None) -> Model:
-    """The model, if this key may see it; another key's model is as absent as a missing one (404)."""
-    model = session.get(Model, model_id)
-    if model is None or model.owner_key != owner_key:
+    """The model, if this key may see it (worker/db/queries.py: its own, and the public ones such as the
+    bundled demo, which every key lists and so may sample); another key's model is as absent as a
+    missing one (404)."""
+    model = load_visible(session, Model, model_id, owner_key)
+    if model is None:
         raise NotFound(f"no model with id {model_id!r}")
     return model
 
