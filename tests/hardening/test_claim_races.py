@@ -313,32 +313,43 @@ class LeaseMachine(RuleBasedStateMachine):
                 assert row.lease_expires_at is None, f"a {row.state} job kept a lease"
 
 
+MOVES = (
+    "reclaims",
+    "heartbeats refused",
+    "expired -> queued",
+    "expired -> failed",
+    "expired -> canceled",
+    "cancel of running",
+    "finishes refused",
+    "finished succeeded",
+)
+
+
 def test_lease_protocol_matches_its_model() -> None:
     started = time.monotonic()
-    run_state_machine_as_test(
-        LeaseMachine,
-        settings=settings(
-            max_examples=100,
-            stateful_step_count=40,
-            deadline=None,
-            database=None,
-            derandomize=True,  # the same runs every time: a failure here reproduces
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    runs = 0
+    # First 100 derandomized runs (a failure there reproduces), then, while some move of the protocol
+    # was never reached, up to 300 random ones: what derandomize draws differs between Hypothesis
+    # versions and environments, and a rare move (an expiry after cancel) can be missed by one batch.
+    for derandomize in (True, False, False, False):
+        run_state_machine_as_test(
+            LeaseMachine,
+            settings=settings(
+                max_examples=100,
+                stateful_step_count=40,
+                deadline=None,
+                database=None,
+                derandomize=derandomize,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+        runs += 100
+        if all(SEEN[move] > 0 for move in MOVES):
+            break
     print(
-        f"lease state machine: 100 runs in {time.monotonic() - started:.1f} s; "
+        f"lease state machine: {runs} runs in {time.monotonic() - started:.1f} s; "
         + ", ".join(f"{k} {v}" for k, v in sorted(SEEN.items()))
     )
     # The runs reached every move of the protocol, not only the easy ones.
-    for move in (
-        "reclaims",
-        "heartbeats refused",
-        "expired -> queued",
-        "expired -> failed",
-        "expired -> canceled",
-        "cancel of running",
-        "finishes refused",
-        "finished succeeded",
-    ):
+    for move in MOVES:
         assert SEEN[move] > 0, (move, SEEN)
