@@ -307,6 +307,18 @@ def queue_depth(session: Session, queue: str | None = None) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(Job).where(*filters)) or 0
 
 
+def queued_before(session: Session, cutoff: dt.datetime) -> list[tuple[str, str]]:
+    """(id, queue) of the jobs queued since before `cutoff`, oldest first: the ones whose broker message
+    the reconciler checks for."""
+    rows = session.execute(
+        sa.select(Job.id, Job.queue)
+        .where(Job.state == JobState.QUEUED.value, Job.updated_at < cutoff)
+        .order_by(Job.updated_at)
+    ).all()
+    session.commit()
+    return [(job_id, queue) for job_id, queue in rows]
+
+
 # --- the worker side -----------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from worker.db.models import WorkerPresence, utcnow
-from worker.db.session import make_engine, make_session_factory
+from worker.db.session import fork_guard, make_engine, make_session_factory
 from worker.job_kinds import QUEUES
 from worker.settings import Settings
 
@@ -117,7 +117,7 @@ class Presence(threading.Thread):
         )
 
     def beat_once(self) -> None:
-        with self.sessions() as session:
+        with fork_guard(), self.sessions() as session:
             beat(session, self.info, self.started_at, self.settings)
 
     def run(self) -> None:
@@ -129,7 +129,7 @@ class Presence(threading.Thread):
             if self.stopped.wait(self.settings.heartbeat_seconds):
                 break
         try:
-            with self.sessions() as session:
+            with fork_guard(), self.sessions() as session:
                 forget(session, self.info.name)
         except Exception:
             log.exception("worker presence: could not remove this worker's row; it expires by itself")

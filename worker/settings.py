@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Seconds a publish or a health check waits for the broker before giving up, so a dead broker
     # turns into a quick 503 instead of a hung request.
     broker_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long Redis keeps a delivered, unacknowledged job message before handing it to another worker.
+    # A worker lost with its job is found by the lease reconciler long before this, and a redelivered
+    # duplicate is dropped at the claim, so this is a backstop; an hour keeps redelivery noise rare.
+    broker_visibility_timeout_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
 
     # --- auth: comma-separated bearer keys; empty turns auth off (the embedded default)
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()

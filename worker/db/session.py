@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,29 @@ def process_sessions(url: str) -> sessionmaker[Session]:
         if key not in _process_sessions:
             _process_sessions[key] = make_session_factory(make_engine(url))
         return _process_sessions[key]
+
+
+# A prefork pool forks a new child whenever one dies, from a parent whose threads (the lease reconciler,
+# the presence heartbeat) use the database. A fork taken while such a thread is inside SQLite copies its
+# in-process lock state into the child: SQLite then answers "database is locked" to the child for good
+# (no other process holds a lock; the child believes its own phantom connection does), or the child
+# blocks on a copied mutex. So those threads do their database work under this lock, and fork() waits
+# for it (os.register_at_fork), which costs a fork at most one short round of queries.
+_fork_guard = threading.RLock()
+_fork_hooks_registered = False
+
+
+@contextmanager
+def fork_guard() -> Iterator[None]:
+    """Hold off fork() in this process while the block uses the database."""
+    global _fork_hooks_registered
+    with _process_lock:
+        if not _fork_hooks_registered:
+            os.register_at_fork(
+                before=_fork_guard.acquire,
+                after_in_parent=_fork_guard.release,
+                after_in_child=_fork_guard.release,  # the forking thread goes on in the child, holding it
+            )
+            _fork_hooks_registered = True
+    with _fork_guard:
+        yield
