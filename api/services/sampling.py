@@ -32,7 +32,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidRequest, NotFound, ServiceUnavailable, naming
+from api.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable, naming
 from api.metrics import observe_batch_size
 from api.ratelimit import SampleInFlightLimit, SampleRateLimit, sample_limits
 from api.schemas.jobs import JobCreate
@@ -313,10 +313,17 @@ def random_seed() -> int:
 
 
 def projection_w(
-    session: Session, settings: Settings, projection_id: str, owner_key: str | None
+    session: Session, settings: Settings, projection_id: str, owner_key: str | None, field: str | None = None
 ) -> np.ndarray:
-    """The projected w [num_ws, w_dim] of a finished projection job of this key (404 otherwise)."""
-    w = load_projection_w(session, make_storage(settings), projection_id, owner_key)
+    """The projected w [num_ws, w_dim] of a finished projection job of this key (404 otherwise; 409 while
+    unfinished). `field` is where a body or query named it (`query row`, `body start_projection`): the
+    refusal then starts with it, as every refusal of a field does; a path's own id needs no naming."""
+    try:
+        w = load_projection_w(session, make_storage(settings), projection_id, owner_key)
+    except (NotFound, Conflict) as exc:
+        if field is None:
+            raise
+        raise type(exc)(f"{field}: {exc.detail}") from None
     return w.reshape(w.shape[-2], w.shape[-1])
 
 
@@ -352,7 +359,7 @@ def latent_source(
         projection_id = text[2:]
         if not projection_id:
             raise InvalidRequest(f"query {field}: expected a seed or w:<projection id> (got {text!r})")
-        w = projection_w(session, settings, projection_id, owner_key)
+        w = projection_w(session, settings, projection_id, owner_key, field=f"query {field}")
         _check_w(model, w, field)
         return WLatent.from_array(w), f"w:{projection_id}"
     if not text.isdigit() or int(text) > MAX_SEED:

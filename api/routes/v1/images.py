@@ -130,10 +130,12 @@ def projection_image(
     model = service.find_model(session, model_id, owner)
     params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
+    # The projection is looked up before any 304: `If-None-Match: *` must not answer "unchanged" for
+    # another key's projection (or none), where the caller is owed the 404 of a missing one.
+    w = service.projection_w(session, settings, projection_id, owner)
     headers, not_modified = conditional.check(service.etag(model, f"w:{projection_id}", params, format))
     if not_modified is not None:
         return not_modified
-    w = service.projection_w(session, settings, projection_id, owner)
     rendered = service.render(request.app, owner, service.w_request(model, w, params, format))
     return _image(rendered, headers)
 
@@ -258,7 +260,10 @@ def create_video(
     if body.start_projection is not None:
         if body.space != "w":
             raise InvalidRequest("body start_projection: a walk from a projected w goes through w (space w)")
-        w = service.projection_w(session, settings, body.start_projection, owner)  # 404, or 409 unfinished
+        # 404 (not this key's: as if it did not exist), or 409 unfinished; either names the field.
+        w = service.projection_w(
+            session, settings, body.start_projection, owner, field="body start_projection"
+        )
         if tuple(w.shape) != (model.num_ws, model.w_dim):
             raise InvalidRequest(
                 f"body start_projection: its w is {list(w.shape)}; this model needs [{model.num_ws}, {model.w_dim}]"
