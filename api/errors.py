@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -332,6 +333,26 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+# A request that finds the database gone (PostgreSQL restarting, a network cut, SQLite locked past its
+# busy timeout) is the service being unavailable for a moment, not a bug: 503 with Retry-After, and the
+# pool's pre-ping reconnects on the next request once the database is back, without a restart.
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, DBAPIError)
+    if not isinstance(exc, (OperationalError, InterfaceError)) and not exc.connection_invalidated:
+        return await _unhandled_handler(request, exc)
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+    return problem(
+        503,
+        "Service unavailable",
+        f"the database is unavailable ({type(exc.orig).__name__}); retry in {DATABASE_RETRY_AFTER_S} s",
+        slug="database-unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> ProblemResponse:
     # The traceback goes to the log only: a 500 must not leak paths, SQL or settings to the client.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -347,4 +368,5 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind in DOMAIN_ERRORS:
         app.add_exception_handler(kind, _domain_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
