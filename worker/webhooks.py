@@ -54,7 +54,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db.models import Job, WebhookDelivery, utcnow
-from worker.net import UnsafeUrl, check_public_url
+from worker.net import UnsafeUrl, pinned
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,9 @@ def deliver(
 
     status: int | None = None
     try:
-        # Checked again at every attempt: the name may resolve elsewhere now than at submission.
-        check_public_url(url, settings.allow_private_urls)
+        # Checked again at every attempt (the name may resolve elsewhere now than at submission), and
+        # sent to the address that was checked.
+        target = pinned(url, settings.allow_private_urls)
     except UnsafeUrl as exc:
         return _record_failure(settings, sessions, delivery_id, attempt, None, f"refused: {exc}", final=True)
     headers = {
@@ -281,11 +282,12 @@ def deliver(
     if settings.webhook_secret is not None:
         headers["X-StyleGAN-Signature"] = sign(settings.webhook_secret, int(time.time()), body)
     try:
+        headers |= target.headers
         if client is None:
             with httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as own:
-                response = own.post(url, content=body, headers=headers)
+                response = own.post(target.url, content=body, headers=headers, extensions=target.extensions)
         else:
-            response = client.post(url, content=body, headers=headers)
+            response = client.post(target.url, content=body, headers=headers, extensions=target.extensions)
         status = response.status_code
         if 200 <= status < 300:
             with sessions() as session:

@@ -29,7 +29,7 @@ from worker.model_import import (
     scratch_dir,
     scratch_file,
 )
-from worker.net import UnsafeUrl, check_public_url
+from worker.net import UnsafeUrl, pinned
 from worker.tasks.context import JobContext
 
 # Browsers and curl stop at 20 and 50; an honest download (CDN -> signed storage URL) needs two or three.
@@ -65,13 +65,15 @@ def download(
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             for _hop in range(MAX_REDIRECTS + 1):
                 try:
-                    check_public_url(current, allow_private)
+                    target = pinned(current, allow_private)
                 except UnsafeUrl as exc:
                     raise ModelImportError(f"url {current!r} refused: {exc}") from None
                 # identity: a compressed transfer would make the byte cap and the checksum apply to
                 # something other than the file.
                 headers = {"Accept-Encoding": "identity", "User-Agent": "stylegan-service model import"}
-                with client.stream("GET", current, headers=headers) as response:
+                with client.stream(
+                    "GET", target.url, headers=headers | target.headers, extensions=target.extensions
+                ) as response:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
