@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,10 +79,19 @@ def postgres_binary(name: str) -> Path:
 
 
 class PostgresServer:
-    """A temp-dir cluster with trust auth on 127.0.0.1; `admin_url` connects to the `postgres` db."""
+    """A temp-dir cluster with trust auth on `host` (127.0.0.1); `admin_url` connects to the `postgres` db.
 
-    def __init__(self) -> None:
+    `wrap` prefixes the server's commands (`ip netns exec NS` runs it in a network namespace), and
+    `trusted_subnet` (a CIDR) lets clients from that network in, as a database host on a LAN would.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", wrap: Sequence[str] = (), trusted_subnet: str | None = None
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="stylegan-pg-"))
+        self.host = host
+        self.wrap = list(wrap)
+        self.trusted_subnet = trusted_subnet
         self.port = free_port()
         self.as_root = os.geteuid() == 0
         self.started = False
@@ -91,7 +100,9 @@ class PostgresServer:
         command = list(args)
         if self.as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.root)
+        return subprocess.run(
+            [*self.wrap, *command], capture_output=True, text=True, timeout=120, cwd=self.root
+        )
 
     def start(self) -> PostgresServer:
         if self.as_root:
@@ -103,10 +114,11 @@ class PostgresServer:
         )  # fmt: skip
         if init.returncode != 0:
             raise ServerStartError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
+        if self.trusted_subnet is not None:
+            with (data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.trusted_subnet} trust\n")
         # fsync=off: a throwaway cluster need not survive a power cut, and it makes the tests faster.
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off -c max_connections=200"
-        )
+        options = f"-p {self.port} -c listen_addresses={self.host} -k {self.root} -c fsync=off -c max_connections=200"
         log = self.root / "postgres.log"
         start = self._run(
             str(postgres_binary("pg_ctl")), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"
@@ -121,16 +133,16 @@ class PostgresServer:
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def create_database(self) -> str:
         """A new empty database; returns its SQLAlchemy URL."""
         name = f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+            f"host={self.host} port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{name}"
 
     def stop(self) -> None:
         if self.started:
@@ -155,22 +167,27 @@ def redis_binary() -> Path:
 
 
 class RedisServer:
-    """A redis-server on a free 127.0.0.1 port, no persistence, in a temp dir."""
+    """A redis-server on a free port of `host` (127.0.0.1), no persistence, in a temp dir; `wrap`
+    prefixes its command (`ip netns exec NS`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", wrap: Sequence[str] = ()) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="stylegan-redis-"))
+        self.host = host
+        self.wrap = list(wrap)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         log = (self.root / "redis.log").open("wb")
+        # Protected mode refuses every client that is not on loopback when no password is set; on
+        # another host's address (a test LAN) the bind address is the only guard the test wants.
         self.process = subprocess.Popen(
-            [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            [*self.wrap, str(redis_binary()), "--port", str(self.port), "--bind", self.host, "--dir", str(self.root),
+             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -208,10 +225,11 @@ class RedisServer:
 
 class S3Server:
     """moto's S3-compatible server as its own process on `host`:free port; `env` holds the standard AWS
-    variables a client (or a spawned process) needs to reach it."""
+    variables a client (or a spawned process) needs to reach it. `wrap` prefixes its command."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", wrap: Sequence[str] = ()) -> None:
         self.host = host
+        self.wrap = list(wrap)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="stylegan-s3-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -233,7 +251,7 @@ class S3Server:
     def start(self) -> S3Server:
         log = (self.root / "moto.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [*self.wrap, sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,
         )  # fmt: skip
         log.close()
@@ -288,20 +306,25 @@ class WorkerProcesses:
         queues: str = "inference,training",
         name: str | None = None,
         wait: bool = True,
+        program: Sequence[str] = (sys.executable, "-m", "worker"),
+        node: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start a worker with STYLEGAN_* variables from `env` (the test's settings) on `queues`; with
-        `wait`, return once it consumes (its presence row is there), as sampling requires."""
+        `wait`, return once it consumes (its presence row is there), as sampling requires. `program`
+        is the command before the worker's options (`ip netns exec NS stylegan worker` runs the CLI in
+        a network namespace); `node` its Celery node name (unique by default)."""
         name = name or f"w{len(self.processes)}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
         full_env = {**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
         log = (self.log_dir / f"{name}.log").open("wb")
-        node = f"{name}-{uuid.uuid4().hex[:6]}@test"
+        node = node or f"{name}-{uuid.uuid4().hex[:6]}@test"
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--queues", queues, "--hostname", node],
+            [*program, "--queues", queues, "--hostname", node],
             env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir, start_new_session=True,
         )  # fmt: skip
         log.close()
         process.log_path = self.log_dir / f"{name}.log"  # type: ignore[attr-defined]
+        process.node = node  # type: ignore[attr-defined]
         self.processes.append(process)
         if wait:
             # Only what finds the database and says how old a heartbeat may be.
@@ -344,19 +367,27 @@ class WorkerProcesses:
 
 class ApiProcess:
     """`uvicorn --factory api.app:create_app` as its own process on `host`:free port, configured by
-    STYLEGAN_* variables only (as one API replica behind a load balancer would be)."""
+    STYLEGAN_* variables only (as one API replica behind a load balancer would be). `program` replaces
+    the uvicorn command (e.g. `ip netns exec NS stylegan serve --no-worker`; `--host` and `--port`
+    follow it)."""
 
     def __init__(
-        self, env: Mapping[str, str], log_dir: Path, host: str = "127.0.0.1", name: str = "api"
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        name: str = "api",
+        program: Sequence[str] | None = None,
     ) -> None:
         self.host = host
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEGAN_")}
+        if program is None:
+            program = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--no-access-log"]
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", host,
-             "--port", str(self.port), "--no-access-log"],
+            [*program, "--host", host, "--port", str(self.port)],
             env={**clean, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env},
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
         )  # fmt: skip
