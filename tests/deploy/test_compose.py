@@ -49,21 +49,39 @@ def config() -> dict[str, Any]:
 
 
 def test_services_and_named_volumes(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"api", "inference", "worker", "redis", "postgres"}
+    assert set(config["services"]) == {
+        "api",
+        "inference",
+        "worker",
+        "redis",
+        "postgres",
+        "minio",
+        "minio-bucket",
+    }
     declared = set(config["volumes"])
     for name, service in config["services"].items():
         for mount in service.get("volumes", []):
             source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
             assert source in declared, f"{name} mounts {source!r}, which is not a named volume"
-    assert {"stylegan-data", "redis-data", "postgres-data"} <= declared
+    assert {"stylegan-data", "redis-data", "postgres-data", "minio-data"} <= declared
+
+
+# Services that run once and exit (the bucket creation): what depends on them waits for their success.
+ONE_SHOT = ("minio-bucket",)
 
 
 def test_every_service_has_a_healthcheck_and_dependencies_wait_for_it(config: dict[str, Any]) -> None:
     services = config["services"]
-    for name in ("api", "redis", "postgres"):
+    for name in ("api", "redis", "postgres", "minio"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     for name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
+            if dependency in ONE_SHOT:
+                assert condition["condition"] == "service_completed_successfully", (
+                    f"{name} starts before {dependency} has finished"
+                )
+                assert services[dependency]["restart"] == "no"
+                continue
             assert condition["condition"] == "service_healthy", (
                 f"{name} starts before {dependency} is healthy"
             )
@@ -106,12 +124,41 @@ def test_api_and_worker_settings_are_valid_and_identical(config: dict[str, Any])
     assert settings.broker_url == "redis://redis:6379/0"
 
 
+def test_files_go_to_the_minio_bucket_and_limits_to_redis(config: dict[str, Any]) -> None:
+    """Every STYLEGAN service stores in the bucket that minio-bucket creates, with MinIO's credentials,
+    and counts its limits in the redis service, so no service needs another's disk or memory."""
+    services = config["services"]
+    env = services["api"]["environment"]
+    settings = Settings(
+        storage_url=env["STYLEGAN_STORAGE_URL"], limits_redis_url=env["STYLEGAN_LIMITS_REDIS_URL"]
+    )
+    bucket, _prefix = settings.storage_bucket_and_prefix
+    assert f"mb --ignore-existing store/{bucket}" in " ".join(services["minio-bucket"]["command"])
+    assert services["minio-bucket"]["image"] == services["minio"]["image"]
+    assert services["minio"]["image"].startswith("minio/minio:RELEASE.")
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    minio = services["minio"]["environment"]
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        minio["MINIO_ROOT_USER"],
+        minio["MINIO_ROOT_PASSWORD"],
+    )
+    assert env["AWS_REGION"]
+    # Its own database number: limits' keys never mix with the broker's queues.
+    assert settings.limits_redis_url == "redis://redis:6379/1" != env["STYLEGAN_BROKER_URL"]
+    assert "minio-bucket" in services["api"]["depends_on"]
+
+
 def test_passwords_and_keys_come_from_the_environment() -> None:
-    config = _compose_config({"POSTGRES_PASSWORD": "s3cret-pw", "STYLEGAN_API_KEYS": "k" * 20})
+    config = _compose_config(
+        {"POSTGRES_PASSWORD": "s3cret-pw", "STYLEGAN_API_KEYS": "k" * 20, "MINIO_ROOT_PASSWORD": "m" * 12}
+    )
     api_env = config["services"]["api"]["environment"]
     assert ":s3cret-pw@postgres" in api_env["STYLEGAN_DATABASE_URL"]
     assert config["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret-pw"
     assert api_env["STYLEGAN_API_KEYS"] == "k" * 20
+    assert api_env["AWS_SECRET_ACCESS_KEY"] == "m" * 12
+    for name in ("minio", "minio-bucket"):
+        assert config["services"][name]["environment"]["MINIO_ROOT_PASSWORD"] == "m" * 12
 
 
 def test_worker_image_is_a_cuda_pytorch_base() -> None:

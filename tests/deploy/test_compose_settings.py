@@ -1,8 +1,9 @@
 """The new user's journey (tests/api/test_user_journey.py) through docker-compose.yml's settings, without
 a Docker engine: the `api`, `inference` and `worker` services' commands and STYLEGAN_* environment are read from the
-compose file itself and run as local processes against the test session's throwaway PostgreSQL and
-Redis (standing in for the `postgres` and `redis` services). Only what a container would change is
-replaced: the hosts in the URLs, the data volume (a temporary directory) and the published port.
+compose file itself and run as local processes against the test session's throwaway PostgreSQL, Redis
+and S3 server (moto's, standing in for the `postgres`, `redis` and `minio` services). Only what a
+container would change is replaced: the hosts in the URLs, the bucket and MinIO's credentials, the data
+volume (a temporary directory) and the published port.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 from tests.api.test_user_journey import wait_ready, walk_journey
-from tests.servers import PostgresServer, RedisServer, free_port
+from tests.servers import PostgresServer, RedisServer, S3Server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,13 @@ def compose_services() -> dict[str, Any]:
 
 
 def local_env(
-    service: dict[str, Any], *, database_url: str, broker_url: str, data_dir: Path
+    service: dict[str, Any],
+    *,
+    database_url: str,
+    broker_url: str,
+    data_dir: Path,
+    s3: S3Server,
+    bucket: str,
 ) -> dict[str, str]:
     """The service's STYLEGAN_* environment with the container-only values replaced. Every compose
     variable must be one we know how to replace, so a new one is noticed here."""
@@ -49,6 +56,17 @@ def local_env(
         elif name == "STYLEGAN_BROKER_URL":
             assert str(value).startswith("redis://redis:6379/"), value
             env[name] = broker_url
+        elif name == "STYLEGAN_LIMITS_REDIS_URL":
+            assert str(value).startswith("redis://redis:6379/"), value
+            env[name] = broker_url.rsplit("/", 1)[0] + "/" + str(value).rsplit("/", 1)[1]
+        elif name == "STYLEGAN_STORAGE_URL":
+            assert str(value).startswith("s3://"), value
+            env[name] = f"s3://{bucket}/{str(value).removeprefix('s3://').partition('/')[2]}"
+        elif name == "AWS_ENDPOINT_URL":
+            assert value == "http://minio:9000", value
+            env[name] = s3.env[name]
+        elif name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            env[name] = s3.env[name]  # moto takes any credentials; the compose file's are MinIO's
         elif name == "STYLEGAN_DATA_DIR":
             env[name] = str(data_dir)
         elif name == "STYLEGAN_API_KEYS":
@@ -141,15 +159,27 @@ def wait_healthy(http: httpx.Client, service: dict[str, Any], alive: Any, timeou
 
 
 def test_compose_services_walk_the_journey_on_postgres_and_redis(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, processes: Processes
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    s3_server: S3Server,
+    processes: Processes,
 ) -> None:
     services = compose_services()
     redis_server.flush()
     database_url = postgres_server.create_database()  # empty: the api service migrates it
-    data_dir = tmp_path / "data"  # the shared stylegan-data volume
+    bucket = s3_server.create_bucket()  # what the minio-bucket service creates
+    data_dir = tmp_path / "data"  # the stylegan-data volume: caches and scratch only
 
     def env(service: dict[str, Any]) -> dict[str, str]:
-        return local_env(service, database_url=database_url, broker_url=redis_server.url, data_dir=data_dir)
+        return local_env(
+            service,
+            database_url=database_url,
+            broker_url=redis_server.url,
+            data_dir=data_dir,
+            s3=s3_server,
+            bucket=bucket,
+        )
 
     port = free_port()
     # compose: the worker starts once the api is healthy (it ran the migrations and registered the demo).
@@ -166,3 +196,7 @@ def test_compose_services_walk_the_journey_on_postgres_and_redis(
         http.close()
     codes = processes.stop_all()
     assert codes == {"api": 0, "inference": 0, "worker": 0}, processes.logs()
+    # Every file the journey made went to the bucket; the data volume holds no stored file.
+    stored = s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    assert stored > 0 and not (data_dir / "files").exists()
+    print(f"objects stored in the bucket: {stored}")
