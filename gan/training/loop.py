@@ -80,6 +80,7 @@ class TrainResult:
     model: Path | None  # G_ema exported as a model file
     stats: dict[str, Any] = field(default_factory=dict)  # the last tick's line
     metrics: dict[str, float] = field(default_factory=dict)
+    world_size: int = 1  # ranks in the process group that trained (1: a single process)
 
 
 # Data streams -------------------------------------------------------------------------------------
@@ -679,6 +680,7 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
         model=model_path,
         stats=state.last_stats,
         metrics=state.metrics,
+        world_size=run.env.world_size,
     )
 
 

@@ -114,6 +114,15 @@ class TrainOptions:
         d["metrics"] = list(self.metrics)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
+        """The inverse of `to_dict` (how a rank started as a child process receives its options)."""
+        values = dict(d)
+        for k in ("data", "outdir", "resume"):
+            values[k] = None if values.get(k) is None else Path(values[k])
+        values["metrics"] = tuple(values.get("metrics", ()))
+        return cls(**values)
+
 
 # Option name -> the preset field it overrides when given.
 _PRESET_OVERRIDES = (
