@@ -32,6 +32,10 @@ DatasetTransform = Literal["center-crop", "center-crop-wide", "pad"]
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+# Ranks one training job may ask for. They all run on the worker's host (one per GPU under CUDA), and no
+# single host has more GPUs than this; a larger number could only wait in the queue and then fail.
+MAX_TRAINING_GPUS = 16
+
 # --- params, one schema per kind -----------------------------------------------------------------------
 
 # A probe is a diagnostic, not a way to park a worker: an hour is far beyond any test or check.
@@ -235,6 +239,16 @@ class TrainingParams(WireModel):
         description="Channel maximum. Fine-tuning: D's only, which otherwise takes the base generator's.",
     )
     preview_images: int = Field(default=32, ge=1, le=256)
+    # Strict: a count of processes is a JSON integer, not "2" or 2.0.
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TRAINING_GPUS,
+        strict=True,
+        description="Ranks of data-parallel training (torch.distributed) the worker launches on its host: "
+        "one per CUDA device (NCCL), or that many processes on a CPU host (gloo). `batch` must be a "
+        "multiple of it; a host with fewer CUDA devices fails the job.",
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -250,6 +264,11 @@ class TrainingParams(WireModel):
             raise ValueError("cfg: give base_model_id to fine-tune or cfg to train from scratch")
         if self.aug == "fixed" and self.p is None:
             raise ValueError("p: aug 'fixed' needs p, the augmentation probability")
+        if self.batch is not None and self.batch % self.gpus:
+            raise ValueError(
+                f"batch: {self.batch} is not a multiple of gpus {self.gpus} (every rank takes an equal "
+                "share of the batch)"
+            )
 
 
 # --- the table -------------------------------------------------------------------------------------------

@@ -33,7 +33,12 @@ class TrainingJobCreate(TrainingParams):
                     "mirror": True,
                     "snap": 5,
                 },
-                {"dataset_id": "7c0e5f9a-2b4d-4e0b-8a51-3d2f9c1e6b70", "cfg": "stylegan3-t", "kimg": 5000},
+                {
+                    "dataset_id": "7c0e5f9a-2b4d-4e0b-8a51-3d2f9c1e6b70",
+                    "cfg": "stylegan3-t",
+                    "kimg": 5000,
+                    "gpus": 4,
+                },
             ]
         },
     )
@@ -61,7 +66,8 @@ class TrainingJobOut(JobOut):
         description="The latest progress line, written at every tick end and every few seconds within "
         "a tick: kimg, total_kimg, images_seen, fraction, sec_per_kimg and eta_seconds (from the measured "
         "speed); tick on a tick's last line (with losses, augment_p and metrics), None within a tick "
-        "(in_tick says which); preview_url, checkpoints, attempt, resumed_from_kimg.",
+        "(in_tick says which); preview_url, checkpoints, attempt, resumed_from_kimg, and world_size (the "
+        "ranks training, `gpus`).",
     )
     preview_url: str | None = Field(
         default=None, description="The latest preview grid (an artifact), updated every snapshot."

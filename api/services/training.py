@@ -16,6 +16,7 @@ from api.errors import InvalidRequest, NotFound
 from api.schemas.jobs import JobCreate
 from api.schemas.training import TrainingJobCreate
 from api.services import jobs as job_service
+from gan.errors import ConfigError
 from gan.training.presets import make_preset
 from worker.db.models import Checkpoint, Dataset, Job, Model
 from worker.db.queries import load_visible
@@ -44,6 +45,7 @@ def check_request(session: Session, request: TrainingJobCreate, owner_key: str |
         raise InvalidRequest(f"body {exc}") from None
     dataset = _dataset(session, request.dataset_id, owner_key)
     if request.base_model_id is None:
+        _check_ranks(request, dataset, None)
         return
     model = _model(session, request.base_model_id, owner_key)
     if model.resolution != dataset.resolution:
@@ -67,6 +69,38 @@ def check_request(session: Session, request: TrainingJobCreate, owner_key: str |
                 f"body cfg: {request.cfg} trains {preset.architecture}, but base model {model.id} is "
                 f"{model.architecture}; leave cfg out to fine-tune it as it is"
             )
+    _check_ranks(request, dataset, model)
+
+
+def _check_ranks(request: TrainingJobCreate, dataset: Dataset, model: Model | None) -> None:
+    """The batch the run will use (the request's, or its preset's at this resolution) must split into
+    equal shares for `gpus` ranks, each a whole number of D's minibatch-std groups: the checks of
+    gan.training.options.split_batch, made here so that they are a 422 and not a failed job. A fine-tune
+    builds D from the preset (stored models are generators only), and a StyleGAN3 base model picks the
+    StyleGAN3 preset of its own kind, as gan.training.networks.setup_networks does."""
+    gpus, name = request.gpus, str(request.cfg or "auto")
+    field = "batch" if request.batch is not None else "gpus"
+    try:
+        preset = make_preset(name, dataset.resolution, gpus=gpus, batch=request.batch)
+        if model is not None and model.architecture not in (preset.architecture, "stylegan2"):
+            name = model.architecture
+            preset = make_preset(name, dataset.resolution, gpus=gpus, batch=request.batch)
+    except ConfigError as exc:
+        raise InvalidRequest(f"body {field}: {exc}") from None
+    source = (
+        f"batch {preset.batch}" if request.batch is not None else f"the {name} preset's batch {preset.batch}"
+    )
+    if preset.batch % gpus:
+        raise InvalidRequest(
+            f"body {field}: {source} is not a multiple of gpus {gpus}; every rank takes an equal share"
+        )
+    per_rank, group = preset.batch // gpus, preset.mbstd_group
+    if group and per_rank % group:
+        raise InvalidRequest(
+            f"body {field}: {source} over gpus {gpus} gives {per_rank} images per rank, not a multiple of "
+            f"the discriminator's minibatch-std group of {group} ({name} preset); choose a batch of a "
+            f"multiple of {gpus * group}"
+        )
 
 
 def submit_training(

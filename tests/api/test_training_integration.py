@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -242,7 +244,8 @@ def test_sigkilled_training_worker_is_replaced_and_the_job_resumes_from_its_last
     wait_job(client, job_id, lambda j: len(checkpoints()) >= 2 and j["progress"] < 0.8)
     workers.kill(service["training"])  # SIGKILL to the worker and its pool child, mid-run
     resume_kimg = max(checkpoints())
-    workers.spawn(service["env"], queues="training", name="replacement")
+    # The tests after this one follow the training worker that runs their jobs now.
+    service["training"] = workers.spawn(service["env"], queues="training", name="replacement")
 
     job = wait_job(client, job_id, finished, timeout=120)
     assert job["state"] == "succeeded", job
@@ -256,3 +259,141 @@ def test_sigkilled_training_worker_is_replaced_and_the_job_resumes_from_its_last
     assert all(p["kimg"] > resume_kimg for p in second[1:])
     assert job["result"]["kimg"] >= 0.15
     print(json.dumps({"resumed_from_kimg": resume_kimg, "final_kimg": job["result"]["kimg"]}))
+
+
+def rank_processes(worker: Any) -> list[str]:
+    """Command lines of the training ranks started under this worker (its process group)."""
+    return [cmdline for _, _, cmdline in rank_process_table(worker)]
+
+
+def rank_process_table(worker: Any) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of each training rank started under this worker."""
+    pgid, found = worker.pid, []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and "gan.training.local_ranks" in cmdline:
+            found.append((int(entry.name), int(fields[1]), cmdline))
+    return found
+
+
+def test_fine_tune_on_two_gloo_ranks_reports_and_yields_a_model_that_samples(
+    service: dict[str, Any], dataset_id: str
+) -> None:
+    """`gpus: 2` on a CPU worker: the pool child is rank 0 (its callback reports), a child process is
+    rank 1, and gloo averages their gradients."""
+    client: TestClient = service["client"]
+    body = {"dataset_id": dataset_id, "base_model_id": service["model_id"], "kimg": 0.05, **TINY, "gpus": 2}
+    start = time.monotonic()
+    response = client.post("/v1/training-jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert response.json()["params"]["gpus"] == 2
+    seen_ranks: list[str] = []
+    wait_job(
+        client, job_id, lambda j: finished(j) or bool(seen_ranks.extend(rank_processes(service["training"])))
+    )
+    events = read_stream(client, job_id)
+    seconds = time.monotonic() - start
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "succeeded", job
+    progress = [e["data"] for e in events if e["event"] == "progress"]
+    ticks = [p for p in progress if p["tick"] is not None]
+    assert progress and all(p["world_size"] == 2 for p in progress)
+    assert len(ticks) >= 4 and ticks[-1]["fraction"] == 1.0 and ticks[-1]["kimg"] >= 0.05
+    kinds = [e["event"] for e in events]
+    assert kinds.count("preview") >= 2 and kinds.count("checkpoint") == len(ticks)
+    # world_size is what the process group had, not the request echoed: training returns it.
+    assert job["result"]["world_size"] == 2 and job["result"]["kimg"] == ticks[-1]["kimg"]
+    assert any("--rank 1 --world-size 2" in c for c in seen_ranks), seen_ranks
+    assert rank_processes(service["training"]) == []  # rank 1 exited with the run
+    log_text = Path(service["training"].log_path).read_text(errors="replace")
+    assert "training on 2 ranks (gloo, cpu)" in log_text
+
+    image = client.get(f"/v1/models/{job['result']['model_id']}/images/0.png")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    print(
+        f"2-rank fine-tune: {seconds:.1f} s, {len(ticks)} ticks, {kinds.count('checkpoint')} checkpoints, "
+        f"{len(progress)} progress events, world_size {job['result']['world_size']}, "
+        f"sample {len(image.content)} bytes"
+    )
+
+
+def test_cancel_of_a_two_rank_run_stops_both_ranks_with_a_final_checkpoint(
+    service: dict[str, Any], dataset_id: str
+) -> None:
+    client: TestClient = service["client"]
+    body = {
+        "dataset_id": dataset_id,
+        "base_model_id": service["model_id"],
+        "kimg": 5,
+        **TINY,
+        "snap": 1000,
+        "gpus": 2,
+    }
+    job_id = client.post("/v1/training-jobs", json=body).json()["id"]
+    wait_job(client, job_id, lambda j: (j["progress_detail"] or {}).get("tick") not in (None, 0))
+    assert len(rank_processes(service["training"])) == 1
+    asked = time.monotonic()
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
+    job = wait_job(client, job_id, finished, timeout=60)
+    took = time.monotonic() - asked
+    assert job["state"] == "canceled" and job["progress"] < 0.5
+    events = read_stream(client, job_id)
+    checkpoints = [e["data"] for e in events if e["event"] == "checkpoint"]
+    ticks = [e["data"] for e in events if e["event"] == "progress" and e["data"]["tick"] is not None]
+    assert len(checkpoints) == 2 and checkpoints[-1]["kimg"] == ticks[-1]["kimg"] > checkpoints[0]["kimg"]
+    assert rank_processes(service["training"]) == []
+    print(
+        f"2-rank cancel: canceled {took:.1f} s after the request, final checkpoint at {ticks[-1]['kimg']} kimg"
+    )
+
+
+def test_sigkilled_rank_0_takes_rank_1_with_it_and_the_job_resumes_on_two_ranks(
+    service: dict[str, Any], dataset_id: str
+) -> None:
+    """An OOM kill of the pool child (rank 0) alone: rank 1 must not stay behind (it dies with its
+    parent), and the worker's next child resumes the job from its last checkpoint, again on 2 ranks."""
+    client: TestClient = service["client"]
+    body = {
+        "dataset_id": dataset_id,
+        "base_model_id": service["model_id"],
+        "kimg": 0.15,
+        **TINY,
+        "snap": 2,
+        "gpus": 2,
+    }
+    job_id = client.post("/v1/training-jobs", json=body).json()["id"]
+    sessions = service["app"].state.session_factory
+
+    def checkpoints() -> list[float]:
+        with sessions() as session:
+            return list(session.scalars(sa.select(Checkpoint.kimg).where(Checkpoint.job_id == job_id)).all())
+
+    wait_job(client, job_id, lambda j: len(checkpoints()) >= 2 and j["progress"] < 0.8)
+    ((rank1, rank0, _),) = rank_process_table(service["training"])
+    os.kill(rank0, signal.SIGKILL)
+    start = time.monotonic()
+    while rank1 in [pid for pid, _, _ in rank_process_table(service["training"])]:
+        assert time.monotonic() - start < 10, "rank 1 outlived rank 0"
+        time.sleep(0.05)
+    gone = time.monotonic() - start
+    resume_kimg = max(checkpoints())
+
+    job = wait_job(client, job_id, finished, timeout=120)
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2 and job["result"]["world_size"] == 2
+    events = read_stream(client, job_id)
+    second = [e["data"] for e in events if e["event"] == "progress" and e["data"]["attempt"] == 2]
+    assert second[0]["resumed_from_kimg"] == resume_kimg and second[0]["kimg"] == resume_kimg
+    assert all(p["kimg"] > resume_kimg and p["world_size"] == 2 for p in second[1:])
+    print(
+        f"rank 1 exited {gone:.2f} s after rank 0 was killed; attempt 2 resumed at {resume_kimg} kimg "
+        f"and finished at {job['result']['kimg']} kimg on {job['result']['world_size']} ranks"
+    )

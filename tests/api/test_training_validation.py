@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from api.deps import owner_key_for
 from tests.api.test_datasets import png
 from worker.db.models import Model
+from worker.job_kinds import MAX_TRAINING_GPUS
 from worker.settings import Settings
 from worker.storage import make_storage
 
@@ -162,3 +164,34 @@ def test_a_valid_request_reaches_the_broker(world: dict[str, Any]) -> None:
     view = w["client"].get(f"/v1/training-jobs/{listed[0]['id']}", headers=w["a"]).json()
     assert view["checkpoints"] == [] and view["events_url"] == f"/v1/jobs/{listed[0]['id']}/events"
     assert w["client"].get(f"/v1/training-jobs/{listed[0]['id']}", headers=w["b"]).status_code == 404
+
+
+def test_gpus_is_a_count_of_ranks_the_batch_splits_over(world: dict[str, Any]) -> None:
+    w = world
+    base = {"dataset_id": w["data32"], "base_model_id": w["model32"]}
+    start = time.monotonic()
+    refused = 0
+    # Not a whole count of ranks from 1 to MAX_TRAINING_GPUS (strict: no "2", 2.0 or true either).
+    for bad in (0, -1, 10**9, 1e9, "two", "2", 2.5, True, None):
+        _refused(w, {**base, "gpus": bad}, "gpus")
+        refused += 1
+    _refused(w, {**base, "gpus": MAX_TRAINING_GPUS + 1}, "gpus", str(MAX_TRAINING_GPUS))
+    # The batch must split into equal shares, each whole minibatch-std groups of D.
+    _refused(w, {**base, "gpus": 2, "batch": 3}, "batch", "multiple of gpus 2")
+    _refused(w, {**base, "gpus": 2, "batch": 12}, "batch", "6 images per rank", "minibatch-std group of 4")
+    # No batch given: the auto preset's at 32 px (64) does not split over 3 ranks.
+    _refused(w, {**base, "gpus": 3}, "gpus", "auto preset's batch 64", "multiple of gpus 3")
+    _refused(
+        w,
+        {"dataset_id": w["data32"], "cfg": "stylegan2", "gpus": 16},
+        "gpus",
+        "2 images per rank",
+        "group of 4",
+    )
+    refused += 5
+    # A batch that splits is accepted (the dead broker then answers 503 and the job is marked failed).
+    response = w["client"].post("/v1/training-jobs", json={**base, "gpus": 2, "batch": 8}, headers=w["a"])
+    assert response.status_code == 503, response.text
+    listed = w["client"].get("/v1/jobs", params={"kind": "training"}, headers=w["a"]).json()["items"]
+    assert [job["params"]["gpus"] for job in listed] == [2]
+    print(f"{refused} gpus/batch requests refused with 422 in {time.monotonic() - start:.2f} s")

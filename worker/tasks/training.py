@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from gan.errors import GanError
 from gan.io.checkpoint import convert_network, inspect_network
 from gan.io.files import file_sha256
-from gan.training.loop import train
+from gan.training.local_ranks import device_kind, train_on_local_ranks
 from gan.training.options import TrainOptions
 from worker import jobs
 from worker.db.models import Artifact, Checkpoint, Dataset, Model
@@ -84,8 +84,10 @@ class JobTrainingCallback:
         ctx: JobContext,
         resumed_from_kimg: float | None,
         clock: Callable[[], float] = time.monotonic,  # tests pass a fake one to step over the poll interval
+        world_size: int = 1,
     ) -> None:
         self.ctx = ctx
+        self.world_size = world_size
         self.clock = clock
         self.sessions = ctx.sessions
         self.storage = ctx.storage
@@ -114,6 +116,7 @@ class JobTrainingCallback:
             "resumed_from_kimg": self.resumed_from_kimg,
             "preview_url": self.preview_url,
             "checkpoints": len(self.checkpoint_ids),
+            "world_size": self.world_size,
         }
         detail.update(values)
         return detail
@@ -285,6 +288,7 @@ def training_options(
         workers=0,
         preview_images=spec.preview_images,
         progress_interval=PROGRESS_SECONDS,
+        gpus=spec.gpus,
     )
 
 
@@ -340,9 +344,15 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 resume=resume,
                 cond=bool(dataset.num_classes) and (model is None or model.c_dim > 0),
             )
-            callback = JobTrainingCallback(ctx, resume_row.kimg if resume_row is not None else None)
+            # Refuse a CUDA host with fewer devices than ranks now, before the first progress line.
+            kind = device_kind(options)
+            callback = JobTrainingCallback(
+                ctx, resume_row.kimg if resume_row is not None else None, world_size=spec.gpus
+            )
             callback.start(resume_row.kimg if resume_row is not None else 0.0, spec.kimg)
-            result = train(options, callback)
+            log.info("job %s: training on %d rank(s), %s", ctx.job_id, spec.gpus, kind)
+            # This process is rank 0 and keeps the callback; other ranks are its child processes.
+            result = train_on_local_ranks(options, callback)
             if result.stopped:
                 raise JobCanceled(
                     f"job {ctx.job_id} canceled at {result.kimg:.3f} kimg (final checkpoint kept)"
@@ -358,7 +368,12 @@ def run_training(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         kept = session.scalars(
             sa.select(Checkpoint.id).where(Checkpoint.job_id == ctx.job_id).order_by(Checkpoint.kimg)
         ).all()
-    return {"model_id": model_id, "checkpoints": list(kept), "kimg": result.kimg}
+    return {
+        "model_id": model_id,
+        "checkpoints": list(kept),
+        "kimg": result.kimg,
+        "world_size": result.world_size,
+    }
 
 
 def _register_model(
