@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import hashlib
+import http.server
 import io
+import json
 import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.api.inference_service import FIXTURES
 from tests.api.test_serve import Serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,12 +54,57 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 TIMEOUT_MS = 60_000
 
 
+# A catalogue of one official network, served from this machine: the tests run offline, so the Library
+# page's catalogue import downloads a fixture pickle in NVIDIA's format from a local mirror instead.
+MIRRORED = FIXTURES / "sg2ada_uncond_32"
+CATALOG_ENTRY = "mirror-sg2ada-uncond-32"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
-def service() -> Iterator[Serve]:
+def catalog_mirror() -> Iterator[Path]:
+    """A catalogue file whose one entry is downloaded from a local HTTP server."""
+    handler = functools.partial(QuietHandler, directory=str(MIRRORED))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    network = MIRRORED / "network.pkl"
+    entry = {
+        "name": CATALOG_ENTRY,
+        "architecture": "stylegan2",
+        "resolution": 32,
+        "url": f"http://127.0.0.1:{server.server_address[1]}/network.pkl",
+        "sha256": hashlib.sha256(network.read_bytes()).hexdigest(),
+        "description": "a StyleGAN2-ADA pickle in NVIDIA's format (random weights), from a local mirror",
+        "license": "NVIDIA Source Code License-NC",
+        "license_url": None,
+        "commercial_use": False,
+        "listed_in": None,
+    }
+    root = Path(tempfile.mkdtemp(prefix="stylegan-catalog-"))
+    (root / "catalog.json").write_text(json.dumps({"comment": "browser tests", "entries": [entry]}))
+    try:
+        yield root / "catalog.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service(catalog_mirror: Path) -> Iterator[Serve]:
     root = Path(tempfile.mkdtemp(prefix="stylegan-browser-"))
     log = root / "serve.log"
-    # The projector's stand-in distance: NVIDIA's VGG16 file is a download, and the tests run offline.
-    serve = Serve(root / "data", log, env={"STYLEGAN_PROJECTION_DISTANCE": "simple"})
+    env = {
+        # The projector's stand-in distance: NVIDIA's VGG16 file is a download, and the tests run offline.
+        "STYLEGAN_PROJECTION_DISTANCE": "simple",
+        "STYLEGAN_CATALOG_FILE": str(catalog_mirror),
+        "STYLEGAN_ALLOW_PRIVATE_URLS": "true",  # the mirror is on loopback
+    }
+    serve = Serve(root / "data", log, env=env)
     try:
         serve.http.timeout = httpx.Timeout(60.0)
         serve.wait_ready()

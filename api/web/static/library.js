@@ -86,7 +86,7 @@ export async function mount(container) {
             "tr",
             { dataset: { id: d.id } },
             h("td", {}, d.name),
-            h("td", {}, `${d.image_count} at ${d.resolution} px${d.rejected?.length ? `, ${d.rejected.length} rejected` : ""}`),
+            h("td", {}, `${d.image_count} at ${d.resolution} px${d.rejected_count ? `, ${d.rejected_count} rejected` : ""}`),
             h("td", {}, formatBytes(d.size_bytes)),
             h("td", {}, formatTime(d.created_at)),
             h(

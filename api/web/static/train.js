@@ -145,14 +145,17 @@ export async function mount(container) {
 
   function showReport(dataset) {
     const rejected = dataset.rejected || [];
+    // The service keeps the first rejections only (names cut); rejected_count says how many there were.
+    const count = Math.max(dataset.rejected_count ?? 0, rejected.length);
     report.replaceChildren(
       h("p", { class: "ok accepted" }, `${dataset.image_count} images accepted into "${dataset.name}" (${dataset.resolution} px, ${formatBytes(dataset.size_bytes)}).`),
-      rejected.length
+      count
         ? h(
             "details",
             { open: rejected.length <= 20 },
-            h("summary", {}, `${rejected.length} files rejected`),
+            h("summary", {}, `${count} files rejected`),
             h("ul", { class: "rejected" }, rejected.map((r) => h("li", {}, h("strong", {}, r.name), `: ${r.reason}${r.detail ? ` (${r.detail})` : ""}`))),
+            count > rejected.length ? h("p", { class: "hint" }, `The first ${rejected.length} are listed.`) : null,
           )
         : h("p", {}, "No file was rejected."),
     );
