@@ -324,7 +324,7 @@ def test_workers_on_two_hosts_share_the_work_and_take_over_a_killed_hosts_traini
 
         def taken_over() -> bool:
             row = job_row(database_url, job_id)
-            return row["state"] == "running" and row["worker_id"].startswith("training@host-c/")
+            return row["state"] == "running" and str(row["worker_id"]).startswith("training@host-c/")
 
         until(taken_over, 60, "C to claim the job", alive)
         failover_s = time.monotonic() - killed_at
@@ -332,6 +332,7 @@ def test_workers_on_two_hosts_share_the_work_and_take_over_a_killed_hosts_traini
         with ThreadPoolExecutor(4) as pool:
             after = list(pool.map(sample, range(SAMPLES, SAMPLES + 8)))
         assert after == [200] * 8, after
+        until(lambda: served(c_inference) == per_host["c"] + 8, 10, "C to log the 8 renders", alive)
 
         job = until(
             lambda: (
@@ -379,7 +380,7 @@ def test_workers_on_two_hosts_share_the_work_and_take_over_a_killed_hosts_traini
                     "subnet": lan.cidr,
                     "setup_s": round(setup_s, 1),
                     "sampling_requests_served": per_host,
-                    "sampling_after_b_died": len(after),
+                    "sampling_after_b_died_served_by_c": len(after),
                     "failover_s": round(failover_s, 2),
                     "resumed_from_kimg": resume_kimg,
                     "b_reached_kimg": max(first_ticks),
