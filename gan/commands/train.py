@@ -1,6 +1,6 @@
 """Command group `train` of the `stylegan` command (see gan/cli.py): `stylegan train --data ZIP --outdir DIR`.
 
-Thin: it turns flags into `TrainOptions` and calls `gan.training.loop.launch`. Bad input raises
+Thin: it turns flags into `TrainOptions` and calls `gan.training.local_ranks.launch`. Bad input raises
 `GanError`, which `gan.cli.run` reports on one line with exit code 2.
 """
 
@@ -73,7 +73,7 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gan.training.loop import launch
+    from gan.training.local_ranks import launch
     from gan.training.options import TrainOptions
 
     for name in (
@@ -133,6 +133,6 @@ def _run(args: argparse.Namespace) -> int:
         dlr=args.dlr,
     )
     result = launch(options)
-    if result is not None:
+    if result.checkpoint is not None:  # rank 0 (the only rank unless torchrun started this one)
         print(f"trained to {result.kimg:g} kimg; checkpoint {result.checkpoint}; model {result.model}")
     return 0

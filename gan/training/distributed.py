@@ -3,25 +3,20 @@
 Like the official trainers we do not wrap the networks in DistributedDataParallel: each rank accumulates
 its gradients, one flat all-reduce averages them per phase, and parameters are broadcast from rank 0 once
 at the start. This keeps the phases (Gmain, Greg, Dmain, Dreg) free to touch any subset of parameters.
-Launch with `--gpus N` (we spawn N processes) or with `torchrun` (environment variables). NCCL on CUDA,
+Launch with `--gpus N` (gan/training/local_ranks.py starts the other ranks) or with `torchrun`
+(environment variables). NCCL on CUDA,
 gloo on CPU (what the tests use). Only rank 0 writes files or calls the progress callback.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.multiprocessing.spawn import spawn as spawn_processes
-
-from gan.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -99,21 +94,3 @@ def all_reduce_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
-
-
-def spawn(fn: Callable[..., Any], world_size: int, args: tuple[Any, ...] = ()) -> None:
-    """Run `fn(env, init_method, *args)` in `world_size` fresh processes rendezvousing through a file."""
-    if world_size < 1:
-        raise ConfigError(f"--gpus must be >= 1, got {world_size}")
-    if world_size == 1:
-        fn(DistEnv(), None, *args)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        init_method = Path(tmp, "rendezvous").absolute().as_uri()
-        spawn_processes(_spawned, args=(world_size, fn, init_method, args), nprocs=world_size, join=True)
-
-
-def _spawned(
-    rank: int, world_size: int, fn: Callable[..., Any], init_method: str, args: tuple[Any, ...]
-) -> None:
-    fn(DistEnv(rank=rank, world_size=world_size, local_rank=rank), init_method, *args)

@@ -1,12 +1,12 @@
-"""Training on `--gpus N` ranks of one host while the calling process stays rank 0.
+"""Launching training: one process, `--gpus N` ranks of one host, or the rank torchrun says.
 
-`loop.launch` starts every rank with torch.multiprocessing, which pickles the callback into each child.
-A service's callback holds database sessions, storage clients and events that other threads of its
-process set (cancel, a lost lease); none of them can cross a process boundary. Here the caller's own
-process is rank 0: it trains in the calling thread and calls its callback exactly as a single process
-does (only rank 0 reports, writes files and returns the result), and ranks 1..N-1 are plain child
-processes (`python -m gan.training.local_ranks`) that receive the options as JSON and meet rank 0
-through a rendezvous file. NCCL on CUDA (rank r on device r), gloo on CPU.
+For N ranks the calling process is rank 0: it trains in the calling thread and calls its callback
+exactly as a single process does (only rank 0 reports, writes files and returns the result), and ranks
+1..N-1 are plain child processes (`python -m gan.training.local_ranks`) that receive the options as
+JSON and meet rank 0 through a rendezvous file. So the callback never crosses a process boundary: a
+service's callback holds database sessions, storage clients and events that other threads of its
+process set (cancel, a lost lease), none of which could be pickled into a spawned rank. NCCL on CUDA
+(rank r on device r), gloo on CPU.
 
 A child dies with the thread that started it (Linux PR_SET_PDEATHSIG), so a worker killed mid-run
 leaves no rank behind holding a device; if rank 0 stops with an error (a lost lease, a crash) the
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from gan.errors import ConfigError, GanError
-from gan.training.distributed import DistEnv
+from gan.training.distributed import DistEnv, env_from_torchrun
 from gan.training.loop import TrainResult, train
 from gan.training.options import TrainOptions
 from gan.training.progress import TrainingCallback
@@ -53,6 +53,15 @@ def device_kind(options: TrainOptions) -> str:
                 f"gpus {options.gpus}: this host has {count} CUDA device(s) and each rank needs its own"
             )
     return kind
+
+
+def launch(options: TrainOptions, callback: TrainingCallback | None = None) -> TrainResult:
+    """Train as this process was started: under torchrun, as the rank it says (the result is rank 0's;
+    other ranks return theirs without files); else on `options.gpus` ranks of this host."""
+    env = env_from_torchrun()
+    if env is not None:
+        return train(options, callback, env, None)
+    return train_on_local_ranks(options, callback)
 
 
 def train_on_local_ranks(options: TrainOptions, callback: TrainingCallback | None = None) -> TrainResult:

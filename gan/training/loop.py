@@ -45,10 +45,8 @@ from gan.training.distributed import (
     all_reduce_sum,
     average_gradients_,
     broadcast_module_,
-    env_from_torchrun,
     init_process_group,
     shutdown,
-    spawn,
 )
 from gan.training.ema import ema_beta, update_ema
 from gan.training.loss import Phase, StyleGANLoss, lazy_regularization_hyperparameters
@@ -67,7 +65,7 @@ from gan.training.progress import (
 
 # `TrainOptions` lives in gan/training/options.py; it is re-exported here for worker/tasks/training.py,
 # which imports it with `train` from this module.
-__all__ = ["TrainOptions", "TrainResult", "launch", "sample_indices", "train"]
+__all__ = ["TrainOptions", "TrainResult", "sample_indices", "train"]
 
 
 @dataclass
@@ -724,25 +722,3 @@ def _train(
             continue
         _end_tick(run, state)
     return _finish(run, state)
-
-
-# Launching ----------------------------------------------------------------------------------------
-
-
-def _spawned_rank(
-    env: DistEnv, init_method: str | None, options: TrainOptions, callback: TrainingCallback | None
-) -> None:
-    train(options, callback if env.is_main else None, env, init_method)
-
-
-def launch(options: TrainOptions, callback: TrainingCallback | None = None) -> TrainResult | None:
-    """`--gpus N` spawns N ranks (the result is then read from `outdir`); under torchrun, this process is
-    the rank torchrun says; otherwise one process."""
-    env = env_from_torchrun()
-    if env is not None:
-        return train(options, callback, env, None)
-    if options.gpus > 1:
-        load_metrics_detector(options, torch.device("cpu"))  # fail here, not in a spawned rank
-        spawn(_spawned_rank, options.gpus, (options, callback))
-        return None
-    return train(options, callback)

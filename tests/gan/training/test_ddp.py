@@ -10,7 +10,8 @@ from train_helpers import tiny_options, write_image_folder
 
 from gan.errors import ConfigError
 from gan.training import checkpoint as ck
-from gan.training.loop import launch, train
+from gan.training.local_ranks import launch
+from gan.training.loop import train
 
 
 def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
@@ -19,9 +20,10 @@ def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     # streams shared by all ranks (reals, z, labels), so the runs differ only by float summation order.
     common = dict(cfg="cifar", batch=4, batch_gpu=2, use_noise=False, kimg=0.016, snap=1)
     single = train(tiny_options(data, tmp_path / "one", **common))
-    assert launch(tiny_options(data, tmp_path / "two", gpus=2, **common)) is None  # results are on disk
+    launched = launch(tiny_options(data, tmp_path / "two", gpus=2, **common))
+    assert launched.world_size == 2
     two = ck.latest_checkpoint(tmp_path / "two")
-    assert two is not None
+    assert two is not None and launched.checkpoint == two
     a, b = ck.load_checkpoint(single.checkpoint), ck.load_checkpoint(two)  # type: ignore[arg-type]
     assert a.meta["counters"] == b.meta["counters"]
     worst = 0.0
