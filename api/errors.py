@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -353,6 +354,20 @@ async def _database_error_handler(request: Request, exc: Exception) -> ProblemRe
     )
 
 
+async def _pool_exhausted_handler(request: Request, exc: Exception) -> ProblemResponse:
+    # Every pooled connection stayed checked out for the whole pool timeout: the service is saturated,
+    # which a client should meet as a 503 to retry, not as a 500 (seen under load before sampling
+    # requests gave their connection back while waiting for the inference worker).
+    logger.warning("database pool exhausted on %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "Service unavailable",
+        f"every database connection is in use; retry in {DATABASE_RETRY_AFTER_S} s",
+        slug="database-busy",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> ProblemResponse:
     # The traceback goes to the log only: a 500 must not leak paths, SQL or settings to the client.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -369,4 +384,5 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, _domain_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(DBAPIError, _database_error_handler)
+    app.add_exception_handler(PoolTimeout, _pool_exhausted_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

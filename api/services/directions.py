@@ -92,7 +92,10 @@ def ensure_sefa(app: FastAPI, session: Session, model: Model, layers: str, owner
     if list_directions(session, model.id, None, method="sefa", layers=name):
         return name
     reply = ask_inference(
-        app, owner_key, SefaRequest(model=ModelRef(file_key=model.file_key), layers=name, k=SEFA_STORED)
+        app,
+        owner_key,
+        SefaRequest(model=ModelRef(file_key=model.file_key), layers=name, k=SEFA_STORED),
+        session=session,
     )
     assert isinstance(reply, FoundDirections), "a sefa request answered with an image"
     values, vectors = reply.arrays()

@@ -383,20 +383,32 @@ def mix_request(
 
 
 def render(
-    app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest
+    app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest, *, session: Session
 ) -> RenderedImage:
     """Rate-limit, send to the inference worker, wait; 429/503/422 as the module docstring says."""
-    reply = ask_inference(app, owner_key, request)
+    reply = ask_inference(app, owner_key, request, session=session)
     assert not isinstance(reply, FoundDirections), "an image request answered with directions"
     observe_batch_size(app, reply.batch_size)
     return RenderedImage(reply.data, reply.content_type, reply.batch_size)
 
 
 def ask_inference(
-    app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest | SefaRequest
+    app: FastAPI,
+    owner_key: str | None,
+    request: SampleRequest | WRequest | MixRequest | SefaRequest,
+    *,
+    session: Session,
 ) -> ImageReply | FoundDirections:
     """One synchronous inference request (an image, or a model's SeFa directions); a refusal is a 422
-    naming the query parameter."""
+    naming the query parameter.
+
+    `session` is the request's: its transaction ends here, before the wait, so that its pooled
+    connection goes back to the pool (the rows it loaded stay usable; a later query takes another).
+    The wait lasts up to sample_timeout_seconds, and a connection held that long by each waiting
+    request drained the pool every other request needs: under 1000 concurrent users the API answered
+    500 (pool timeout) to all but a few dozen requests (tests/hardening/test_load.py).
+    """
+    session.commit()
     settings: Settings = app.state.settings
     rate_limiter(app).check(owner_key)
     unavailable = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}

@@ -148,3 +148,30 @@ def test_docs_and_openapi_have_examples(client: TestClient) -> None:
 def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_an_exhausted_connection_pool_is_a_503_with_retry_after(
+    tmp_path: Path, settings_in: Callable[..., Settings]
+) -> None:
+    """Every pooled connection checked out past the pool timeout (a saturated service) is a 503 to retry,
+    not a 500: a one-connection pool, its connection held by the test."""
+    import time
+
+    import sqlalchemy as sa
+
+    from worker.db.session import make_engine, make_session_factory
+
+    settings = settings_in(tmp_path)
+    app = create_app(settings)
+    engine = make_engine(settings.effective_database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    app.state.session_factory = make_session_factory(engine)
+    with TestClient(app, raise_server_exceptions=False) as client, engine.connect() as held:
+        held.execute(sa.text("SELECT 1"))
+        start = time.monotonic()
+        response = client.get("/v1/jobs")
+        waited = time.monotonic() - start
+    body = assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) >= 1
+    assert "database connection" in str(body["detail"])
+    print(f"\npool exhausted: 503 with Retry-After {response.headers['retry-after']} after {waited:.2f} s")
+    engine.dispose()

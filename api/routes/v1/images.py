@@ -101,7 +101,9 @@ def random_image(
     params = edits.with_edits(request.app, session, model, service.image_params(query), query.edit, owner)
     service.check_model_params(model, params, settings)
     seed = service.random_seed()
-    rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
+    rendered = service.render(
+        request.app, owner, service.sample_request(model, seed, params, format), session=session
+    )
     canonical = f"/v1/models/{model.id}/images/{seed}.{format}?{params.query_string()}"
     return _image(
         rendered,
@@ -136,7 +138,9 @@ def projection_image(
     headers, not_modified = conditional.check(service.etag(model, f"w:{projection_id}", params, format))
     if not_modified is not None:
         return not_modified
-    rendered = service.render(request.app, owner, service.w_request(model, w, params, format))
+    rendered = service.render(
+        request.app, owner, service.w_request(model, w, params, format), session=session
+    )
     return _image(rendered, headers)
 
 
@@ -167,7 +171,9 @@ def seed_image(
     headers, not_modified = conditional.check(service.etag(model, f"seed:{seed}", params, format))
     if not_modified is not None:
         return not_modified
-    rendered = service.render(request.app, owner, service.sample_request(model, seed, params, format))
+    rendered = service.render(
+        request.app, owner, service.sample_request(model, seed, params, format), session=session
+    )
     return _image(rendered, headers)
 
 
@@ -199,7 +205,10 @@ def mix_image(
     if not_modified is not None:
         return not_modified
     rendered = service.render(
-        request.app, owner, service.mix_request(model, row, col, query.styles, params, format)
+        request.app,
+        owner,
+        service.mix_request(model, row, col, query.styles, params, format),
+        session=session,
     )
     return _image(rendered, headers)
 
