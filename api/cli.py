@@ -246,11 +246,22 @@ def _register_demo_model(settings: Settings) -> None:
         engine.dispose()
 
 
+# The two workers of `serve` share one machine: each gets half its cores for torch's CPU threads unless
+# OMP_NUM_THREADS says otherwise. A process's OpenMP threads wait for each other at every parallel step,
+# so when other work deschedules one of them, all of them stall: on a 2-core machine shared with other
+# work, a small training job made 1.1 images/s with torch's default (every core) and 38 images/s with
+# one thread, and 0.3 against 11.6 images/s under 1000 sampling users (tests/hardening/test_load.py).
+WORKER_SHARE_OF_CORES = 2
+
+
 def _worker_child(queue: str) -> Child:
     from worker.supervisor import Child
 
     argv = [sys.executable, "-m", "worker", "--queues", queue, "--parent-pid", str(os.getpid())]
-    return Child(name=queue, argv=argv, env=dict(os.environ))
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKER_SHARE_OF_CORES))
+    return Child(name=queue, argv=argv, env=env)
 
 
 def _make_server(app: object, settings: Settings, host: str, port: int) -> uvicorn.Server:
