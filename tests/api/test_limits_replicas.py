@@ -60,10 +60,7 @@ def replicas(tmp_path: Path, fresh_postgres_url: str, redis_url: str) -> Iterato
         "sample_timeout_seconds": 4,
         "quota_max_active_jobs": QUOTA,
     }
-    apis = [
-        ApiProcess(settings_env(**common), tmp_path, name=f"api{i}")
-        for i in range(2)
-    ]
+    apis = [ApiProcess(settings_env(**common), tmp_path, name=f"api{i}") for i in range(2)]
     try:
         for api in apis:
             api.wait_ready()
