@@ -9,8 +9,10 @@ connection. The stream ends after the job's terminal state event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -48,6 +50,26 @@ def format_event(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+# Threads that event streams may poll the database in at once. Without a limiter of their own they share
+# the server's default pool (40 threads) with every synchronous route, and hundreds of open streams, each
+# polling every events_poll_seconds, queued /readyz and the other routes behind their reads: with 200
+# streams open, /readyz's p99 rose by about 260 ms, against about 100 ms with this limiter
+# (tests/hardening/test_load.py, 2 shared cores).
+POLL_THREADS = 4
+# One limiter per event loop (a CapacityLimiter belongs to the loop it is used on; tests run several).
+_poll_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _poll_limiter() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _poll_limiters.get(loop)
+    if limiter is None:
+        limiter = _poll_limiters[loop] = anyio.CapacityLimiter(POLL_THREADS)
+    return limiter
+
+
 def _poll(sessions: Callable[[], Session], job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
     with sessions() as session:
         events = events_after(session, job_id, after)
@@ -71,7 +93,9 @@ async def stream_events(
     while True:
         # The state is read after the events, so a terminal job whose last events were already sent
         # (a client resuming after the end) closes at once instead of waiting forever.
-        events, state = await anyio.to_thread.run_sync(_poll, sessions, job_id, after)
+        events, state = await anyio.to_thread.run_sync(
+            _poll, sessions, job_id, after, limiter=_poll_limiter()
+        )
         for event in events:
             yield format_event(event)
             after = event.id

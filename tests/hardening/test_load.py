@@ -18,7 +18,8 @@ training worker all compete for the same two cores, so the training job cannot k
 the broker or a database lock held by the sampling path). Measured here: 2.2x to 3.4x slower under
 1000 users; 6x is outside what sharing the CPU between four busy processes explains and far inside a
 stall. An open event stream is one awaiting coroutine and one indexed read every events_poll_seconds,
-so 200 of them may cost /readyz a little (measured: p50 +5 ms, p99 +200 to +300 ms), not seconds.
+so 200 of them may cost /readyz a little, not seconds (measured: p50 +5 to +20 ms, p99 +70 to +200 ms
+since stream polls have threads of their own, api/services/events.py; +180 to +280 ms before).
 
 1000 users run reliably here (locust's own process takes about one core); the sampling rate limit is
 raised to 200/s so that both refusals happen: the token bucket's 429 and, once the inference worker is
