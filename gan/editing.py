@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,7 +475,7 @@ def load_directions(path: str | Path) -> dict[str, Direction]:
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # a PK header makes np.load try a zip
         raise GanError(f"{path}: not a directions file ({exc})") from None
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
@@ -488,6 +490,8 @@ def load_directions(path: str | Path) -> dict[str, Direction]:
             ranks, vectors, values, sigmas = data["ranks"], data["vectors"], data["values"], data["sigmas"]
         except KeyError as exc:
             raise GanError(f"{path}: not a directions file (no {exc.args[0]!r} array)") from None
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+            raise GanError(f"{path}: not a directions file ({exc})") from None
     if vectors.ndim != 2 or not len(ids) == len(methods) == len(layers) == len(vectors):
         raise GanError(f"{path}: not a directions file (arrays of different lengths)")
     out = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -231,11 +232,26 @@ def npy_vector(data: bytes) -> list[float]:
         raise InvalidRequest(
             f"body file: {len(data)} bytes is too large for a direction (at most {MAX_NPY_BYTES})"
         )
+    # The header is read and checked before any array is made: np.load would take a zip (.npz) for a
+    # .npy, and allocates the shape the header declares before it finds the data short.
+    stream = io.BytesIO(data)
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidRequest(f"body file: not a .npy array ({exc})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu" or array.squeeze().ndim != 1:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+        if dtype.kind not in "fiu" or dtype.hasobject:
+            raise ValueError(f"dtype {dtype} is not a number type")
+        if math.prod(shape) * dtype.itemsize > len(data) - stream.tell():
+            raise ValueError(f"the header declares shape {shape} of {dtype}, more than the file holds")
+        stream.seek(0)
+        array = np.lib.format.read_array(stream, allow_pickle=False)
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TokenError, ...
+        raise InvalidRequest(f"body file: not a .npy array ({type(exc).__name__}: {exc})") from None
+    if array.squeeze().ndim != 1:
         raise InvalidRequest("body file: expected one vector of numbers ([w_dim] or [1, w_dim])")
     return [float(v) for v in array.reshape(-1)]
 

@@ -121,13 +121,16 @@ def _frame(image: Image.Image, index: int) -> Image.Image:
         (["--edit", "sefa-all-0:2@0-99", "--directions", "{dirs}"], "out of range"),
         (["--edit", "sefa-all-0", "--directions", "{dirs}"], "expected ID:STRENGTH"),
         (["--edit", "sefa-all-0:1", "--directions", "{junk}"], "not a directions file"),
+        (["--edit", "sefa-all-0:1", "--directions", "{badzip}"], "not a directions file"),
     ],
 )
 def test_bad_edits_exit_2_with_one_line(extra: list[str], message: str, tmp_path: Path) -> None:
     dirs, junk = tmp_path / "d.npz", tmp_path / "junk.npz"
     assert main(["directions", "--network", str(DEMO), "--k", "1", "--out", str(dirs)]) == 0
     junk.write_bytes(b"PK not really")
-    args = [a.format(dirs=dirs, junk=junk) for a in extra]
+    badzip = tmp_path / "badzip.npz"
+    badzip.write_bytes(b"PK\x03\x04 a zip's magic and nothing of one")  # np.load opens it as a zip
+    args = [a.format(dirs=dirs, junk=junk, badzip=badzip) for a in extra]
     cmd = [
         sys.executable,
         "-m",
