@@ -340,17 +340,26 @@ def _allowed_methods(request: Request) -> str:
 DATABASE_RETRY_AFTER_S = 5
 
 
+def _database_unavailable(
+    request: Request, why: str, slug: str, cause: BaseException | None
+) -> ProblemResponse:
+    # The cause (a driver's message, with host and port) goes to the log only.
+    logger.warning("%s on %s %s: %s", why, request.method, request.url.path, cause)
+    return problem(
+        503,
+        "Service unavailable",
+        f"{why}; retry in {DATABASE_RETRY_AFTER_S} s",
+        slug=slug,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 async def _database_error_handler(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, DBAPIError)
     if not isinstance(exc, (OperationalError, InterfaceError)) and not exc.connection_invalidated:
         return await _unhandled_handler(request, exc)
-    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
-    return problem(
-        503,
-        "Service unavailable",
-        f"the database is unavailable ({type(exc.orig).__name__}); retry in {DATABASE_RETRY_AFTER_S} s",
-        slug="database-unavailable",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    return _database_unavailable(
+        request, f"the database is unavailable ({type(exc.orig).__name__})", "database-unavailable", exc.orig
     )
 
 
@@ -358,14 +367,7 @@ async def _pool_exhausted_handler(request: Request, exc: Exception) -> ProblemRe
     # Every pooled connection stayed checked out for the whole pool timeout: the service is saturated,
     # which a client should meet as a 503 to retry, not as a 500 (seen under load before sampling
     # requests gave their connection back while waiting for the inference worker).
-    logger.warning("database pool exhausted on %s %s: %s", request.method, request.url.path, exc)
-    return problem(
-        503,
-        "Service unavailable",
-        f"every database connection is in use; retry in {DATABASE_RETRY_AFTER_S} s",
-        slug="database-busy",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-    )
+    return _database_unavailable(request, "every database connection is in use", "database-busy", exc)
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> ProblemResponse:

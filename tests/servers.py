@@ -59,6 +59,28 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def finished(job: dict[str, Any]) -> bool:
+    return job.get("state") in {"succeeded", "failed", "canceled"}
+
+
+def wait_job(
+    client: Any,
+    job_id: str,
+    done: Callable[[dict[str, Any]], bool] = finished,
+    timeout: float = 120.0,
+    **request: Any,
+) -> dict[str, Any]:
+    """Poll GET /v1/jobs/{id} through `client` (a TestClient or an httpx.Client; `request` goes to its
+    get, e.g. headers) until `done(job)`; fail naming the job's last state after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", **request).json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
+        time.sleep(0.1)
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------------
 
 

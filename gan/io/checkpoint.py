@@ -8,7 +8,6 @@ or an old TensorFlow pickle.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -27,6 +26,7 @@ from torch import nn
 from gan.config import GeneratorConfig
 from gan.errors import ConfigError, FormatError
 from gan.generator import Generator, build_generator
+from gan.io.files import atomic_write_bytes
 from gan.io.limits import DEFAULT_LIMITS, ReadLimits
 from gan.io.official_pickle import build_matching, networks_from_official
 from gan.io.safe_pickle import TFNetworkRecord, is_pickle, read_bytes_bounded, safe_loads
@@ -43,26 +43,6 @@ _SAFETENSORS_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "I64", "I32", "I16
 
 
 # -- writing --------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder: a reader sees old or new, whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # some filesystems refuse to open a folder
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_generator(
@@ -84,7 +64,7 @@ def save_generator(
     if source:
         metadata["source"] = source
     path = Path(path)
-    _atomic_write(path, st_save(tensors, metadata=metadata))
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
     return path
 
 

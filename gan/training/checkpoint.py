@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from gan.config import GeneratorConfig
 from gan.errors import FormatError
 from gan.generator import build_generator
 from gan.io.checkpoint import TRAINING_FORMAT_NAME, save_generator
+from gan.io.files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = TRAINING_FORMAT_NAME  # told apart from a generator file by gan.io.checkpoint
 CHECKPOINT_VERSION = 1
@@ -61,32 +61,6 @@ class TrainingCheckpoint:
 
 
 # Writing ------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems (and Windows) refuse to open a folder
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk (or any failed write) must not leave a partial file taking the space it lacked.
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.servers import WorkerProcesses, settings_env
+from tests.servers import WorkerProcesses, finished, settings_env, wait_job
 from worker.db.migrate import upgrade_head
 
 pytestmark = pytest.mark.integration
@@ -41,22 +41,6 @@ def http(make_client: Callable[..., TestClient], service_settings: dict[str, Any
     return make_client(**service_settings)
 
 
-def wait_for_job(
-    client: TestClient, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60.0, **kw: Any
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", **kw).json()
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(0.1)
-
-
-def finished(job: dict[str, Any]) -> bool:
-    return job["state"] in {"succeeded", "failed", "canceled"}
-
-
 def test_probe_runs_on_a_real_worker_over_redis(
     http: TestClient, service_settings: dict[str, Any], worker_processes: WorkerProcesses
 ) -> None:
@@ -68,7 +52,7 @@ def test_probe_runs_on_a_real_worker_over_redis(
     created = response.json()
     assert created["state"] == "queued" and response.headers["location"] == f"/v1/jobs/{created['id']}"
 
-    job = wait_for_job(http, created["id"], finished)
+    job = wait_job(http, created["id"], finished)
     assert job["state"] == "succeeded", job
     assert job["progress"] == 1.0 and job["attempts"] == 1
     assert job["result"]["slept_seconds"] >= 0.5
@@ -124,7 +108,7 @@ def test_cancel_queued_then_a_worker_drops_it(
     # Its id is still in Redis; the worker receives it first and must drop it, then run the next one.
     worker_processes.spawn(settings_env(**service_settings), queues="inference")
     later = http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 0.2}}).json()
-    assert wait_for_job(http, later["id"], finished)["state"] == "succeeded"
+    assert wait_job(http, later["id"], finished)["state"] == "succeeded"
     job = http.get(f"/v1/jobs/{canceled['id']}").json()
     assert job["state"] == "canceled" and job["attempts"] == 0 and job["started_at"] is None
 
@@ -134,13 +118,13 @@ def test_cancel_running_job_stops_it_early(
 ) -> None:
     worker_processes.spawn(settings_env(**service_settings), queues="training")
     job = http.post("/v1/jobs", json={"kind": "probe", "params": {"seconds": 60, "queue": "training"}}).json()
-    running = wait_for_job(http, job["id"], lambda j: j["state"] == "running" and j["progress"] > 0)
+    running = wait_job(http, job["id"], lambda j: j["state"] == "running" and j["progress"] > 0)
 
     requested_at = time.monotonic()
     response = http.post(f"/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 200
     assert response.json()["cancel_requested"] is True and response.json()["state"] in {"running", "canceled"}
-    final = wait_for_job(http, job["id"], finished, timeout=20)
+    final = wait_job(http, job["id"], finished, timeout=20)
     assert final["state"] == "canceled", final
     assert time.monotonic() - requested_at < 15, "a 60 s probe must stop at its next check, not run out"
     assert final["progress"] < 1.0 and running["attempts"] == 1
@@ -164,7 +148,7 @@ def test_auth_end_to_end(
     a = {"Authorization": f"Bearer {KEY_A}"}
     b = {"Authorization": f"Bearer {KEY_B}"}
     job = http.post("/v1/jobs", json={"kind": "probe"}, headers=a).json()
-    assert wait_for_job(http, job["id"], finished, headers=a)["state"] == "succeeded"
+    assert wait_job(http, job["id"], finished, headers=a)["state"] == "succeeded"
     assert http.get(f"/v1/jobs/{job['id']}", headers=b).status_code == 404
     assert http.get("/v1/jobs", headers=b).json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
 

@@ -26,7 +26,7 @@ from api.app import create_app
 from tests.api.test_datasets import png
 from tests.api.test_events import parse_sse
 from tests.api.test_training_validation import fixture_pickle, register_model
-from tests.servers import PostgresServer, RedisServer, WorkerProcesses, settings_env
+from tests.servers import PostgresServer, RedisServer, WorkerProcesses, finished, settings_env, wait_job
 from worker.db.migrate import upgrade_head
 from worker.db.models import Checkpoint, Dataset, Model
 from worker.settings import Settings
@@ -92,22 +92,6 @@ def dataset_zip(count: int = 24) -> bytes:
             zf.writestr(f"faces/{i:03d}.png", png((40, 40), seed=i))
         zf.writestr("../escape.png", png((40, 40), seed=0))
     return buf.getvalue()
-
-
-def wait_job(
-    client: TestClient, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 120
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(0.1)
-
-
-def finished(job: dict[str, Any]) -> bool:
-    return job["state"] in {"succeeded", "failed", "canceled"}
 
 
 def read_stream(client: TestClient, job_id: str, **headers: str) -> list[dict[str, Any]]:
@@ -228,6 +212,19 @@ def test_cancel_mid_training_keeps_a_final_checkpoint(service: dict[str, Any], d
     assert view["checkpoints"][-1]["kimg"] == ticks[-1]["kimg"] and view["model_id"] is None
 
 
+def wait_for_two_checkpoints(service: dict[str, Any], job_id: str) -> Callable[[], list[float]]:
+    """Wait until the job has stored two checkpoints and is not near its end; returns a function
+    that reads the kimg of its stored checkpoints."""
+    sessions = service["app"].state.session_factory
+
+    def checkpoints() -> list[float]:
+        with sessions() as session:
+            return list(session.scalars(sa.select(Checkpoint.kimg).where(Checkpoint.job_id == job_id)).all())
+
+    wait_job(service["client"], job_id, lambda j: len(checkpoints()) >= 2 and j["progress"] < 0.8)
+    return checkpoints
+
+
 def test_sigkilled_training_worker_is_replaced_and_the_job_resumes_from_its_last_checkpoint(
     service: dict[str, Any], dataset_id: str
 ) -> None:
@@ -235,13 +232,7 @@ def test_sigkilled_training_worker_is_replaced_and_the_job_resumes_from_its_last
     workers: WorkerProcesses = service["workers"]
     body = {"dataset_id": dataset_id, "base_model_id": service["model_id"], "kimg": 0.15, **TINY, "snap": 2}
     job_id = client.post("/v1/training-jobs", json=body).json()["id"]
-    sessions = service["app"].state.session_factory
-
-    def checkpoints() -> list[float]:
-        with sessions() as session:
-            return list(session.scalars(sa.select(Checkpoint.kimg).where(Checkpoint.job_id == job_id)).all())
-
-    wait_job(client, job_id, lambda j: len(checkpoints()) >= 2 and j["progress"] < 0.8)
+    checkpoints = wait_for_two_checkpoints(service, job_id)
     workers.kill(service["training"])  # SIGKILL to the worker and its pool child, mid-run
     resume_kimg = max(checkpoints())
     # The tests after this one follow the training worker that runs their jobs now.
@@ -370,13 +361,7 @@ def test_sigkilled_rank_0_takes_rank_1_with_it_and_the_job_resumes_on_two_ranks(
         "gpus": 2,
     }
     job_id = client.post("/v1/training-jobs", json=body).json()["id"]
-    sessions = service["app"].state.session_factory
-
-    def checkpoints() -> list[float]:
-        with sessions() as session:
-            return list(session.scalars(sa.select(Checkpoint.kimg).where(Checkpoint.job_id == job_id)).all())
-
-    wait_job(client, job_id, lambda j: len(checkpoints()) >= 2 and j["progress"] < 0.8)
+    checkpoints = wait_for_two_checkpoints(service, job_id)
     ((rank1, rank0, _),) = rank_process_table(service["training"])
     os.kill(rank0, signal.SIGKILL)
     start = time.monotonic()

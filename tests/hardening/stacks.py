@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,22 +68,6 @@ class Stack:
 
     def spawn(self, queues: str, name: str | None = None, **overrides: Any) -> subprocess.Popen[bytes]:
         return self.workers.spawn(settings_env(**{**self.values, **overrides}), queues=queues, name=name)
-
-
-def wait_job(
-    client: TestClient, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60.0
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(0.1)
-
-
-def finished(job: dict[str, Any]) -> bool:
-    return job.get("state") in {"succeeded", "failed", "canceled"}
 
 
 def runs_of(sessions: sessionmaker[Session], job_id: str) -> int:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.hardening.stacks import Stack, finished, runs_of, wait_job
-from tests.servers import free_port, wait_for
+from tests.hardening.stacks import Stack, runs_of
+from tests.servers import finished, free_port, wait_for, wait_job
 from worker.db.models import Job
 
 pytestmark = pytest.mark.integration

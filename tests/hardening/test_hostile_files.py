@@ -24,15 +24,13 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.heavy import heavy_work_of
 from tests.api.conftest import migrated_settings
 from tests.api.test_datasets import png
@@ -47,22 +45,6 @@ from worker.tasks.dataset_prepare import REPORT_MAX_CHARS, REPORT_MAX_ENTRIES, p
 from worker.tasks.run import execute_job
 
 KEY_A, KEY_B = "a" * 24, "b" * 24
-
-
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        settings = migrated_settings(tmp_path / f"data{len(clients)}", **overrides)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def auth(key: str) -> dict[str, str]:

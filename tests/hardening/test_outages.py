@@ -37,14 +37,16 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gan.training.checkpoint import load_checkpoint, save_checkpoint
-from tests.hardening.stacks import FAST, finished, runs_of, wait_job
+from tests.hardening.stacks import FAST, runs_of
 from tests.servers import (
     PostgresServer,
     RedisServer,
     WorkerProcesses,
+    finished,
     postgres_binary,
     settings_env,
     wait_for,
+    wait_job,
 )
 from worker.db.migrate import upgrade_head
 from worker.db.session import make_engine, make_session_factory
