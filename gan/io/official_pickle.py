@@ -138,8 +138,15 @@ def generator_config_from_official(record: PersistentRecord) -> GeneratorConfig:
         )
         synthesis: StyleGAN2SynthesisConfig | StyleGAN3SynthesisConfig = StyleGAN3SynthesisConfig(**synth)
     else:
+        # stylegan2-ada-pytorch nests them in synthesis_kwargs; stylegan3's copy of the StyleGAN2
+        # Generator (train.py --cfg stylegan2) takes them flat, like its StyleGAN3 one.
         synth = _take(kw.pop("synthesis_kwargs", {}) or {}, _SG2_SYNTHESIS_KEYS, "synthesis_kwargs")
-        _take(kw, frozenset(), "Generator init_kwargs")
+        flat = _take(kw, _SG2_SYNTHESIS_KEYS, "Generator init_kwargs")
+        if synth and flat:
+            raise FormatError(
+                "Generator init_kwargs has synthesis arguments both flat and in synthesis_kwargs"
+            )
+        synth = synth or flat
         if "resample_filter" in synth:
             synth["resample_filter"] = tuple(synth["resample_filter"])
         architecture = "stylegan2"

@@ -115,3 +115,18 @@ def test_unknown_official_argument_is_refused() -> None:
     record.init_kwargs = dict(record.init_kwargs, mystery_knob=3)
     with pytest.raises(ConfigError, match="mystery_knob"):
         generator_config_from_official(record)
+
+
+def test_stylegan3_repos_flat_stylegan2_arguments_are_read() -> None:
+    """stylegan3's train.py --cfg stylegan2 passes the synthesis arguments to its StyleGAN2 Generator
+    flat (no synthesis_kwargs), with fused_modconv_default: the same network as the nested spelling."""
+    sg2 = [p for p in PYTORCH_FIXTURES if not _meta(p)["name"].startswith("sg3")]
+    record = read_official_pickle(sg2[0])["G_ema"]
+    nested = generator_config_from_official(record)
+    kw = dict(record.init_kwargs)
+    synthesis = kw.pop("synthesis_kwargs")
+    record.init_kwargs = {**kw, **synthesis, "fused_modconv_default": "inference_only"}
+    assert generator_config_from_official(record) == nested
+    record.init_kwargs = {**record.init_kwargs, "synthesis_kwargs": {"channel_base": 1024}}
+    with pytest.raises(FormatError, match="both flat and in synthesis_kwargs"):
+        generator_config_from_official(record)
