@@ -58,22 +58,34 @@ def bias_act(
     clamp: float | None = None,
     alpha: float | None = None,
     dim: int = 1,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """y = clamp(act(x + b) * gain, -clamp, clamp), with `b` broadcast along `dim`.
 
     `gain=None` takes the activation's default gain, `alpha=None` its default slope (0.2 for lrelu).
+    `inplace=True` lets it overwrite x (a temporary of the caller's) when autograd is off, saving a
+    pass over memory per step.
     """
     spec = _spec(act)
     if clamp is not None and clamp < 0:
         raise ValueError(f"clamp must be >= 0 or None, got {clamp}")
+    owned = inplace and not torch.is_grad_enabled()  # whether x may be overwritten from here on
     if b is not None:
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f"bias of shape {list(b.shape)} does not match dim {dim} of {list(x.shape)}")
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    x = spec.func(x, spec.default_alpha if alpha is None else float(alpha))
+        owned = not torch.is_grad_enabled()
+    slope = spec.default_alpha if alpha is None else float(alpha)
+    if act == "lrelu" and owned:
+        x = F.leaky_relu_(x, slope)
+    else:
+        y = spec.func(x, slope)
+        owned = owned or (y is not x and not torch.is_grad_enabled())
+        x = y
     gain = spec.default_gain if gain is None else float(gain)
     if gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if owned else x * gain
+        owned = not torch.is_grad_enabled()
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if owned else x.clamp(-clamp, clamp)
     return x

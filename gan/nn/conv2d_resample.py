@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gan.nn import winograd
 from gan.nn.filters import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_reference
 
 
@@ -151,6 +152,8 @@ def conv2d_resample(
 
     # No resampling.
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        if winograd.eligible(x, w_corr, groups, (py0, px0)):
+            return winograd.conv3x3(x, winograd.cached_transform(w_corr))
         return F.conv2d(x, w_corr, padding=[py0, px0], groups=groups)
     x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
     return F.conv2d(x, w_corr, groups=groups)

@@ -55,3 +55,17 @@ def test_bad_arguments_fail_early():
         bias_act(torch.zeros(2, 3), act="gelu")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         bias_act(torch.zeros(2, 3), clamp=-1)
+
+
+@pytest.mark.parametrize("act", ["lrelu", "tanh", "linear"])
+def test_inplace_gives_the_same_values_and_spares_tensors_autograd_needs(act):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    expected = bias_act(x, act=act, gain=1.7, clamp=0.9)
+    with torch.no_grad():
+        mine = x.clone()
+        torch.testing.assert_close(bias_act(mine, act=act, gain=1.7, clamp=0.9, inplace=True), expected)
+    leaf = x.clone().requires_grad_(True)
+    y = bias_act(leaf * 1, act=act, gain=1.7, inplace=True)  # grad on: no in-place step may run
+    y.sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from gan.nn.filters import setup_filter
-from gan.nn.modulated_conv import demodulation_coefficients, modulate, modulated_conv2d
+from gan.nn.modulated_conv import (
+    demodulation_coefficients,
+    demodulation_coefficients_from_styles,
+    modulate,
+    modulated_conv2d,
+    shared_weight_modconv,
+)
 
 
 def test_demodulated_weights_have_unit_norm_per_output_channel():
@@ -73,3 +79,23 @@ def test_fp16_stays_finite_with_large_styles(fused):
     half = modulated_conv2d(x.half(), weight, styles, **args)
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
     assert (half.float() - ref).abs().max() < 1e-2 * ref.abs().max()
+
+
+def test_demodulation_from_styles_equals_eq3_on_built_weights():
+    torch.manual_seed(0)
+    weight, styles = torch.randn(6, 4, 3, 3), torch.randn(5, 4) * 3
+    expected = demodulation_coefficients(modulate(weight, styles))
+    torch.testing.assert_close(demodulation_coefficients_from_styles(weight, styles), expected)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_shared_weight_route_leaves_the_demodulation_multiply_to_the_caller(up):
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(3, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
+    args = dict(up=up, resample_filter=setup_filter([1, 3, 3, 1]), padding=1, flip_weight=up == 1)
+    y, d = shared_weight_modconv(x, weight, styles, **args)
+    assert d is not None and d.shape == (3, 5)
+    expected = modulated_conv2d(x, weight, styles, fused=True, **args)
+    torch.testing.assert_close(y * d[:, :, None, None], expected, atol=1e-4, rtol=0)
+    _, none = shared_weight_modconv(x, weight, styles, demodulate=False, **args)
+    assert none is None
