@@ -6,7 +6,9 @@ The parity tests need a checkout of the official code: set STYLEGAN_OFFICIAL_REP
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,3 +67,28 @@ def test_same_images_from_one_config(arch: str) -> None:
     # fp32, same weights: only summation order differs (measured <= 5e-7).
     assert (a - b).abs().max() < 1e-5
     assert a.std() > 0  # not a degenerate network
+
+
+@needs_official
+def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """bench/gpu_check.sh --dry-run: each step at tiny settings on the CPU, then the RESULTS.md block
+    with every reference row, measured or saying why not (~30 s on 2 shared cores)."""
+    out = tmp_path / "check"
+    script = Path(__file__).parent / "gpu_check.sh"
+    steps = "generate,train,cold-start"  # the service bench has its own end-to-end test
+    command = ["bash", str(script), OFFICIAL or "", "--dry-run", "--out", str(out), "--steps", steps]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for step in steps.split(","):
+        assert (out / "status" / step).read_text().strip() == "ok", (out / f"{step}.log").read_text()[-3000:]
+    assert (out / "status" / "service").read_text().startswith("skipped (not in --steps)")
+    report = run.stdout
+    assert report == (out / "report.md").read_text()
+    for label in ("StyleGAN2 1024 px, batch 32, fp16", "StyleGAN3-T 1024 px, batch 1, fp16"):
+        assert f"| {label} | " in report and "not measured (row not in this run)" in report
+    assert "| stylegan2 32 px, batch 2, fp32 (tiny) | — | " in report
+    assert "| Training stylegan2 32 px, batch 4, bgc (tiny) |" in report
+    cold = json.loads((out / "cold_start.json").read_text())
+    assert {r["side"] for r in cold["runs"]} == {"official", "ours-pkl", "ours-st", "import"}
+    assert cold["png_max_abs_diff_vs_official"] == {"ours-pkl": 0, "ours-st": 0}
+    assert "| ours-pkl | " in report and "not measured (skipped (not in --steps))" in report
