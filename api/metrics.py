@@ -4,6 +4,8 @@
   (`/v1/models/{model_id}/images/{seed}.{format}`), so the label set stays small whatever ids are asked;
 - `stylegan_inference_batch_size`: the forward-pass size each synchronous image was rendered in, as the
   inference worker reported it (also the `X-Batch-Size` header);
+- `stylegan_inference_phase_seconds{phase}`: where each synchronous image's time went (batch-wait,
+  synthesis, encode, worker, broker, inference: `api.services.sampling.render_phases`);
 - `stylegan_queue_depth{queue}` and `stylegan_jobs{state}`: read from the database at scrape time, since
   the database holds the truth for every process and machine (the broker only carries ids).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -80,6 +82,13 @@ class Metrics:
             "stylegan_inference_batch_size",
             "Rows in the forward pass each synchronous image was rendered in.",
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.phase_seconds = Histogram(
+            "stylegan_inference_phase_seconds",
+            "Where each synchronous image's time went (the phases of its Server-Timing header).",
+            ["phase"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(JobsCollector(sessions))
@@ -172,3 +181,10 @@ def observe_batch_size(app: Any, size: int) -> None:
     metrics_state: Metrics | None = getattr(app.state, "metrics", None)
     if metrics_state is not None:
         metrics_state.batch_size.observe(size)
+
+
+def observe_phases(app: Any, phases: Mapping[str, float]) -> None:
+    metrics_state: Metrics | None = getattr(app.state, "metrics", None)
+    if metrics_state is not None:
+        for phase, seconds in phases.items():
+            metrics_state.phase_seconds.labels(phase).observe(seconds)

@@ -22,7 +22,8 @@ import logging
 import math
 import secrets
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable, naming
-from api.metrics import observe_batch_size
+from api.metrics import observe_batch_size, observe_phases
 from api.ratelimit import SampleInFlightLimit, SampleRateLimit, sample_limits
 from api.schemas.jobs import JobCreate
 from api.schemas.sampling import (
@@ -60,6 +61,7 @@ from worker.inference.messages import (
     MixRequest,
     ModelRef,
     Refusal,
+    RenderTimings,
     SampleRequest,
     SeedLatent,
     SefaRequest,
@@ -164,6 +166,26 @@ class RenderedImage:
     data: bytes
     content_type: str
     batch_size: int
+    # Seconds by phase (render_phases), for the Server-Timing header and /metrics; empty when the worker
+    # sent no timings.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def render_phases(timings: RenderTimings | None, inference_s: float) -> dict[str, float]:
+    """Where an image's time went, by the names of the `Server-Timing` header: the worker's own phases,
+    `inference` (the API's whole wait for the worker, from its limit checks to the reply parsed) and
+    `broker`, what of that wait the worker did not account for (publish, pick-up, result store and poll,
+    JSON and base64 both ways)."""
+    if timings is None:
+        return {}
+    return {
+        "batch-wait": timings.batch_wait_s,
+        "synthesis": timings.synthesis_s,
+        "encode": timings.encode_s,
+        "worker": timings.worker_s,
+        "broker": max(0.0, inference_s - timings.worker_s),
+        "inference": inference_s,
+    }
 
 
 # --- per-app state ------------------------------------------------------------------------------------
@@ -386,10 +408,14 @@ def render(
     app: FastAPI, owner_key: str | None, request: SampleRequest | WRequest | MixRequest, *, session: Session
 ) -> RenderedImage:
     """Rate-limit, send to the inference worker, wait; 429/503/422 as the module docstring says."""
+    started = time.monotonic()
     reply = ask_inference(app, owner_key, request, session=session)
+    inference_s = time.monotonic() - started
     assert not isinstance(reply, FoundDirections), "an image request answered with directions"
+    phases = render_phases(reply.timings, inference_s)
     observe_batch_size(app, reply.batch_size)
-    return RenderedImage(reply.data, reply.content_type, reply.batch_size)
+    observe_phases(app, phases)
+    return RenderedImage(reply.data, reply.content_type, reply.batch_size, phases)
 
 
 def ask_inference(

@@ -118,6 +118,23 @@ def test_etag_and_not_modified(service: Service) -> None:
         assert abs(lossy.astype(float) - png_pixels(first.content).astype(float)).mean() < 20
 
 
+def test_server_timing_says_where_the_time_went(service: Service) -> None:
+    model_id = service.upload(fixture_dir("sg2ada_uncond"))
+    response = service.http.get(f"/v1/models/{model_id}/images/11.png", params={"psi": 0.5})
+    assert response.status_code == 200, response.text
+    phases = {
+        name: float(dur)
+        for name, dur in re.findall(r"([a-z-]+);dur=([0-9.]+)", response.headers["server-timing"])
+    }
+    assert set(phases) == {"batch-wait", "synthesis", "encode", "worker", "broker", "inference"}
+    # Milliseconds, each rounded to 0.1: the worker's parts fit in its time, which fits in the API's wait.
+    assert phases["batch-wait"] + phases["synthesis"] + phases["encode"] <= phases["worker"] + 0.3
+    assert phases["synthesis"] > 0 and phases["encode"] > 0
+    assert abs(phases["worker"] + phases["broker"] - phases["inference"]) <= 0.2
+    metrics = service.http.get("/metrics").text
+    assert re.search(r'stylegan_inference_phase_seconds_count\{phase="synthesis"\} [1-9]', metrics)
+
+
 def test_random_image_names_its_seed(service: Service) -> None:
     model_id = service.upload(fixture_dir("sg2ada_uncond"))
     response = service.http.get(f"/v1/models/{model_id}/images/random.png", params={"psi": 0.7})

@@ -237,3 +237,18 @@ def test_encode_image(fmt: str, magic: bytes) -> None:
     image = np.random.RandomState(0).randint(0, 256, (16, 16, 3), dtype=np.uint8)
     assert encode_image(image, fmt).startswith(magic)
     assert encode_image(image[:, :, :1], fmt).startswith(magic)  # greyscale models
+
+
+def test_render_says_where_the_time_went(storage: LocalStorage) -> None:
+    cache = ModelCache(storage, torch.device("cpu"), 1, 10**9)
+    # A lone row waits max_wait_s for companions before its pass: that wait is its batch-wait.
+    batcher = MicroBatcher(max_batch=4, max_wait_s=0.05)
+    model = ModelRef(file_key="models/g0.safetensors")
+    try:
+        out = render(SampleRequest(model=model, seed=3), cache, batcher, 30)
+    finally:
+        batcher.close()
+    t = out.timings
+    assert t is not None
+    assert 0.05 <= t.batch_wait_s < 5 and 0 < t.synthesis_s < 5 and 0 < t.encode_s < 5
+    assert t.batch_wait_s + t.synthesis_s + t.encode_s <= t.worker_s

@@ -34,6 +34,10 @@ from gan.vocabulary import NoiseMode
 class RenderResult:
     image: np.ndarray  # uint8 [H, W, C]
     batch_size: int  # rows in the forward pass this image came from
+    # Where its time went (the service benchmark's breakdown): from `submit` to its pass starting (waiting
+    # for companions and for the pass before), and the pass itself (all rows, pixels out as uint8).
+    waited_s: float = 0.0
+    synthesis_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,16 +128,18 @@ class MicroBatcher:
             batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
+            started = time.monotonic()
             try:
                 images = self._render(batch)
             except BaseException as exc:  # every waiting caller must hear of it, or it would hang
                 for p in batch:
                     p.future.set_exception(exc)
                 continue
+            synthesis_s = time.monotonic() - started
             if self.observe is not None:
                 self.observe(len(batch))
             for p, image in zip(batch, images, strict=True):
-                p.future.set_result(RenderResult(image, len(batch)))
+                p.future.set_result(RenderResult(image, len(batch), started - p.arrived, synthesis_s))
 
     @staticmethod
     def _render(batch: list[_Pending]) -> np.ndarray:

@@ -221,6 +221,15 @@ RENDER_REQUEST: TypeAdapter[SampleRequest | WRequest | MixRequest | SefaRequest]
 # --- replies -------------------------------------------------------------------------------------------
 
 
+class RenderTimings(_Message):
+    """Where the worker spent an image's time, in seconds (the API's `Server-Timing` header)."""
+
+    batch_wait_s: Finite = Field(ge=0)  # arrival at the micro-batcher -> its forward pass starting
+    synthesis_s: Finite = Field(ge=0)  # the forward pass of its batch
+    encode_s: Finite = Field(ge=0)  # PNG/JPEG/WebP encoding of this image
+    worker_s: Finite = Field(ge=0)  # the whole request in the worker, the three above included
+
+
 class RenderedImage(_Message):
     outcome: Literal["image"] = "image"
     data: Base64Bytes  # the encoded image (PNG, JPEG or WebP)
@@ -228,6 +237,7 @@ class RenderedImage(_Message):
     batch_size: int = Field(ge=1)  # rows in the forward pass it came from (the API's X-Batch-Size)
     width: int = Field(ge=1)
     height: int = Field(ge=1)
+    timings: RenderTimings | None = None
 
 
 class FoundDirections(_Message):

@@ -9,6 +9,7 @@ copied into the row after truncation, noise from the row), as `stylegan mix` doe
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from worker.inference.messages import (
     FoundDirections,
     MixRequest,
     RenderedImage,
+    RenderTimings,
     SampleRequest,
     SeedLatent,
     SefaRequest,
@@ -149,6 +151,7 @@ def render(
     timeout_s: float,
 ) -> RenderedImage:
     """Run one request through the batcher; RenderError (naming the field) for what the model refuses."""
+    started = time.monotonic()
     model = cache.get(request.model.file_key)
     sampler = model.sampler
     image = request.image
@@ -169,10 +172,19 @@ def render(
     group = SynthesisGroup(model.file_key, image.noise, image.translate, image.rotate)
     result = batcher.submit(group, sampler, ws.to(torch.float32), noise_seed).result(timeout=timeout_s)
     height, width = result.image.shape[:2]
+    encode_started = time.monotonic()
+    data = encode_image(result.image, request.format)
+    finished = time.monotonic()
     return RenderedImage(
-        data=encode_image(result.image, request.format),
+        data=data,
         content_type=CONTENT_TYPES[request.format],
         batch_size=result.batch_size,
         width=int(width),
         height=int(height),
+        timings=RenderTimings(
+            batch_wait_s=result.waited_s,
+            synthesis_s=result.synthesis_s,
+            encode_s=finished - encode_started,
+            worker_s=finished - started,
+        ),
     )

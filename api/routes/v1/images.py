@@ -34,7 +34,9 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "content": _IMAGE_TYPES,
         "description": "The image: PNG (lossless), JPEG or WebP (quality 90). `X-Batch-Size` says how many "
-        "requests shared its forward pass.",
+        "requests shared its forward pass, `Server-Timing` where its time went (ms): `batch-wait` for "
+        "companions and the pass before, `synthesis`, `encode`, `worker` (all of it in the worker), "
+        "`broker` (the rest of `inference`, the API's wait for the worker).",
     },
     304: {"description": "`If-None-Match` named this image's ETag; nothing was computed."},
     **problem_responses(422, 429, 503),
@@ -72,11 +74,18 @@ def conditional_get(
 ConditionalDep = Annotated[ConditionalGet, Depends(conditional_get)]
 
 
+def server_timing(phases: dict[str, float]) -> dict[str, str]:
+    """`Server-Timing: batch-wait;dur=3.1, synthesis;dur=40.2, ...` (milliseconds), or no header."""
+    if not phases:
+        return {}
+    return {"Server-Timing": ", ".join(f"{name};dur={s * 1e3:.1f}" for name, s in phases.items())}
+
+
 def _image(rendered: service.RenderedImage, headers: dict[str, str]) -> Response:
     return Response(
         rendered.data,
         media_type=rendered.content_type,
-        headers={**headers, "X-Batch-Size": str(rendered.batch_size)},
+        headers={**headers, "X-Batch-Size": str(rendered.batch_size), **server_timing(rendered.phases)},
     )
 
 
