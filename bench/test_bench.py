@@ -69,6 +69,37 @@ def test_same_images_from_one_config(arch: str) -> None:
     assert a.std() > 0  # not a degenerate network
 
 
+def test_service_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real `stylegan serve` and a tiny random-weight model: two levels, every figure present."""
+    from bench_service import PHASES, TABLE_HEAD, main
+
+    out = tmp_path / "service.json"
+    argv = ["--arch", "stylegan2", "--res", "16", "--cbase", "256", "--cmax", "16", "--map", "2"]
+    argv += ["--device", "cpu", "--threads", "1", "--levels", "1,3", "--seconds", "1", "--rounds", "2"]
+    argv += ["--level-warmup", "0.3", "--bare-seconds", "0.1", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[:2] == TABLE_HEAD.splitlines() and len(printed) == 4  # one row per level
+    assert all(row.startswith("| ") and row.count(" | ") == 7 for row in printed[2:])
+    result = json.loads(out.read_text())
+    assert [level["clients"] for level in result["levels"]] == [1, 3]
+    for level in result["levels"]:
+        assert level["failed"] == {} and level["img_per_s"] > 0 and len(level["rounds"]) == 2
+        assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p99"]
+        # Every image came from a forward pass of 1..clients rows, and its time is broken down.
+        sizes = [int(b) for b in level["images_by_batch_size"]]
+        assert sizes and all(1 <= b <= level["clients"] for b in sizes)
+        assert set(level["phases_ms_mean"]) == set(PHASES)
+        phases = level["phases_ms_mean"]
+        assert phases["synthesis"] + phases["batch-wait"] <= phases["worker"] + 0.2  # each rounded to 0.1 ms
+        # Each round: the bare generator at a batch size the service formed, PNG off and on.
+        for r in level["rounds"]:
+            assert str(r["bare"]["batch"]) in level["images_by_batch_size"]
+            assert r["bare"]["no_encoding"]["img_per_s"] > 0 and r["bare"]["png"]["img_per_s"] > 0
+            assert r["ratio"] == pytest.approx(r["img_per_s"] / r["bare"]["png"]["img_per_s"])
+    assert result["environment"]["torch"] == torch.__version__
+
+
 @needs_official
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
     """bench/gpu_check.sh --dry-run: each step at tiny settings on the CPU, then the RESULTS.md block
