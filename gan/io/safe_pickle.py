@@ -29,6 +29,7 @@ import io
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
@@ -94,7 +95,8 @@ _LEGACY_PROTOCOL = 1001
 @dataclass
 class PersistentRecord:
     """One official network module as plain data: what `_reconstruct_persistent_obj` would have built,
-    minus the class (its `module_src` is dropped unread)."""
+    minus the class (its `module_src` is dropped unread). The tensors in `parameters` and `buffers` are
+    read-only views of the file's bytes: read them, or take writable copies from `state_dict()`."""
 
     class_name: str
     init_args: tuple[Any, ...]
@@ -112,15 +114,17 @@ class PersistentRecord:
             yield from child.named_records(f"{prefix}.{name}" if prefix else name)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Parameters and persistent buffers under the official dotted keys, in torch's order."""
+        """Parameters and persistent buffers under the official dotted keys, in torch's order: writable
+        copies, each its own contiguous storage (`parameters` and `buffers` are read-only views of the
+        file's bytes)."""
         out: dict[str, torch.Tensor] = {}
         for path, record in self.named_records():
             dot = f"{path}." if path else ""
             for name, tensor in record.parameters.items():
-                out[dot + name] = tensor
+                out[dot + name] = tensor.clone(memory_format=torch.contiguous_format)
             for name, tensor in record.buffers.items():
                 if name not in record.non_persistent_buffers:
-                    out[dot + name] = tensor
+                    out[dot + name] = tensor.clone(memory_format=torch.contiguous_format)
         return out
 
 
@@ -288,6 +292,7 @@ class SafeUnpickler(pickle.Unpickler):
         self._num_tensors = 0
         self._total_bytes = 0  # bytes of the storages rebuilt
         self._view_bytes = 0  # bytes the tensors over them declare
+        self._good_headers: set[bytes] = set()  # nested archive headers read and accepted
         # One walk budget for the whole file: every record's state and the top level draw on it.
         self.resolver = _Resolver(limits)
         self._allowed: dict[tuple[str, str], Any] = {
@@ -313,6 +318,11 @@ class SafeUnpickler(pickle.Unpickler):
             ("numpy.core.numeric", "_frombuffer"): self._np_frombuffer,
             ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
         }
+
+    def release(self) -> None:
+        """Drop the allowlist (bound methods of this unpickler: a reference cycle) and the memo."""
+        self._allowed = {}
+        self.memo = {}
 
     def find_class(self, module: str, name: str) -> Any:
         target = self._allowed.get((module, name))
@@ -365,7 +375,7 @@ class SafeUnpickler(pickle.Unpickler):
     def _load_from_bytes(self, data: Any) -> _Storage:
         if not isinstance(data, bytes | bytearray):
             raise FormatError("torch storage is not given as bytes")
-        storage = read_legacy_storage(bytes(data), self._limits)
+        storage = read_legacy_storage(bytes(data), self._limits, self._good_headers)
         self._total_bytes += storage.flat.numel() * storage.flat.element_size()
         if self._total_bytes > self._limits.max_total_bytes:
             raise FormatError(f"tensor storages exceed {self._limits.max_total_bytes} bytes in total")
@@ -570,22 +580,44 @@ def _scanned(f: io.BytesIO, limits: ReadLimits, unpickler: _U) -> _U:
     return unpickler
 
 
-def read_legacy_storage(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> _Storage:
+# Real files have one header for all their storages; the bound keeps a file of many different headers
+# from making each lookup a long scan.
+_MAX_GOOD_HEADERS = 4
+
+
+def _read_legacy_header(f: io.BytesIO, limits: ReadLimits) -> None:
+    """The magic number, protocol version and sys-info pickles at the start of a legacy archive."""
+    if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_MAGIC:
+        raise FormatError("nested torch archive has a wrong magic number")
+    if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_PROTOCOL:
+        raise FormatError("nested torch archive has an unknown protocol version")
+    sys_info = _scanned(f, limits, _DataOnlyUnpickler(f)).load()
+    if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+        raise FormatError("nested torch archive is not little-endian")
+
+
+def read_legacy_storage(
+    data: bytes, limits: ReadLimits = DEFAULT_LIMITS, good_headers: set[bytes] | None = None
+) -> _Storage:
     """Parse a nested legacy `torch.save(storage)` archive without `torch.load`.
 
     Layout (torch `serialization._legacy_save`): pickles of the magic number, the protocol version and a
     sys-info dict, then the object pickle (a persistent id per storage), then the list of storage keys,
     then per key an int64 element count and the raw little-endian bytes.
+
+    `good_headers`: the exact bytes of headers (the first three pickles) already read and accepted in
+    this file, added to as we go. Every storage of a file starts with the same header, and reading it
+    again cost 0.18 s of a 1024 px load (450 storages); identical bytes unpickle to the same values.
     """
     f = io.BytesIO(data)
     try:
-        if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_MAGIC:
-            raise FormatError("nested torch archive has a wrong magic number")
-        if _scanned(f, limits, _DataOnlyUnpickler(f)).load() != _LEGACY_PROTOCOL:
-            raise FormatError("nested torch archive has an unknown protocol version")
-        sys_info = _scanned(f, limits, _DataOnlyUnpickler(f)).load()
-        if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-            raise FormatError("nested torch archive is not little-endian")
+        known = next((h for h in good_headers or () if data.startswith(h)), None)
+        if known is not None:
+            f.seek(len(known))
+        else:
+            _read_legacy_header(f, limits)
+            if good_headers is not None and len(good_headers) < _MAX_GOOD_HEADERS:
+                good_headers.add(data[: f.tell()])
         objects = _LegacyArchiveUnpickler(f, limits)
         root = _scanned(f, limits, objects).load()
         keys = _scanned(f, limits, _DataOnlyUnpickler(f)).load()
@@ -598,21 +630,36 @@ def read_legacy_storage(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> _St
     if not isinstance(keys, list) or len(keys) != len(objects.refs) or set(keys) != set(objects.refs):
         raise FormatError("nested torch archive's storage keys do not match its objects")
     flats: dict[str, torch.Tensor] = {}
+    pos = f.tell()
     for key in keys:
         ref = objects.refs[key]
-        head = f.read(8)
+        head = data[pos : pos + 8]
         if len(head) != 8 or int.from_bytes(head, "little", signed=True) != ref.numel:
             raise FormatError("nested torch archive's storage size does not match its declaration")
-        nbytes = ref.numel * torch.empty((), dtype=ref.dtype).element_size()
-        raw = f.read(nbytes)
-        if len(raw) != nbytes:
-            raise FormatError(f"nested torch archive is truncated ({len(raw)} of {nbytes} bytes)")
-        flats[key] = (
-            torch.frombuffer(bytearray(raw), dtype=ref.dtype) if nbytes else torch.empty(0, dtype=ref.dtype)
-        )
-    if f.read(1):
+        pos += 8
+        nbytes = ref.numel * ref.dtype.itemsize
+        if pos + nbytes > len(data):
+            raise FormatError(f"nested torch archive is truncated ({len(data) - pos} of {nbytes} bytes)")
+        flats[key] = _read_only_view(data, pos, ref.dtype, ref.numel)
+        pos += nbytes
+    if pos != len(data):
         raise FormatError("nested torch archive has trailing bytes")
     return _Storage(flats[root.key])
+
+
+def _read_only_view(data: bytes, offset: int, dtype: torch.dtype, numel: int) -> torch.Tensor:
+    """The storage's elements as a tensor over `data` itself, not a copy.
+
+    A file holds G, D and G_ema, and sampling needs G_ema alone: copying every storage here cost 0.2 s
+    of a 1024 px load, and 250 MB for the networks that are then dropped. The view must
+    not be written (`data` is an immutable bytes object); `PersistentRecord.state_dict` copies the
+    tensors of the networks actually built.
+    """
+    if not numel:
+        return torch.empty(0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.frombuffer(data, dtype=dtype, count=numel, offset=offset)
 
 
 def read_bytes_bounded(path_or_file: str | os.PathLike[str] | IO[bytes], limits: ReadLimits) -> bytes:
@@ -651,6 +698,11 @@ def safe_loads(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Any:
         raise  # the reader's memory cap, not a damaged file: the import child reports it as such
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError, ...
         raise FormatError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
+    finally:
+        # The allowlist holds bound methods, a reference cycle through the unpickler, which would keep
+        # its input (the whole file) and memo alive until the cyclic GC ran: 380 MB more resident
+        # during a 1024 px load than needed.
+        unpickler.release()
     return unpickler.resolver.resolve(obj)
 
 

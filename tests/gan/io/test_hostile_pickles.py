@@ -337,3 +337,31 @@ def test_object_dtype_numpy_array_refused() -> None:
     data = pickle.dumps(np.array([1, "x"], dtype=object), 2)
     with pytest.raises(FormatError, match="numpy dtype 'O8'"):
         safe_loads(data)
+
+
+def test_a_header_already_read_is_skipped_only_when_byte_identical() -> None:
+    good = storage_bytes(torch.arange(8.0))
+    headers: set[bytes] = set()
+    assert torch.equal(read_legacy_storage(good, good_headers=headers).flat, torch.arange(8.0))
+    (header,) = headers
+    assert good.startswith(header) and len(header) < 200  # the three small header pickles
+    assert torch.equal(read_legacy_storage(good, good_headers=headers).flat, torch.arange(8.0))
+    # a later archive whose header differs from the accepted one is read (and refused) in full
+    big_endian = good.replace(b"little_endianq\x02\x88", b"little_endianq\x02\x89")  # True -> False
+    assert big_endian != good
+    with pytest.raises(FormatError, match="not little-endian"):
+        read_legacy_storage(big_endian, good_headers=headers)
+    assert headers == {header}
+
+
+def test_record_tensors_are_views_and_state_dict_copies(tmp_path: Path) -> None:
+    with fake_modules() as mods:
+        record = persistent(mods, "FullyConnectedLayer", module_state({"weight": torch.ones(2, 3)}))
+        data = pickle.dumps({"G_ema": record}, protocol=4)
+    out = read_official_pickle(write(tmp_path / "views.pkl", data))["G_ema"]
+    state = out.state_dict()
+    state["weight"].add_(1)  # a copy: writable, and the record's view is untouched
+    assert torch.equal(out.parameters["weight"], torch.ones(2, 3))
+    assert (
+        state["weight"].untyped_storage().data_ptr() != out.parameters["weight"].untyped_storage().data_ptr()
+    )
