@@ -16,8 +16,9 @@ import math
 
 import torch
 
+from gan.nn import winograd
 from gan.nn.conv2d_resample import conv2d_resample
-from gan.nn.filters import Padding
+from gan.nn.filters import Padding, parse_padding
 
 
 def modulate(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
@@ -61,11 +62,16 @@ def shared_weight_modconv(
     caller that adds bias and noise next can fold that multiply into the same pass (torch.addcmul).
     fp16 callers go through `modulated_conv2d`, which first rescales weight and styles against overflow."""
     _check_shapes(x, weight, styles)
+    d = demodulation_coefficients_from_styles(weight, styles) if demodulate else None
+    pad = parse_padding(padding)
+    same = up == down == 1 and flip_weight and len(set(pad)) == 1
+    if same and winograd.eligible(x, weight, 1, (pad[0], pad[0])):  # styles ride along its input copy
+        return winograd.conv3x3(x, winograd.cached_transform(weight), in_scale=styles), d
     x = x * styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
     x = conv2d_resample(
         x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
     )
-    return x, demodulation_coefficients_from_styles(weight, styles) if demodulate else None
+    return x, d
 
 
 def modulated_conv2d(

@@ -24,7 +24,6 @@ import weakref
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 TILE = 4  # m: output pixels per tile side; F(4x4, 3x3) does 36 multiplications where direct needs 144
 
@@ -113,10 +112,15 @@ def eligible(x: torch.Tensor, w: torch.Tensor, groups: int, padding: tuple[int, 
     )
 
 
-def conv3x3(x: torch.Tensor, u: torch.Tensor, m: int = TILE) -> torch.Tensor:
-    """F.conv2d(x, w, padding=1) for u = transform_weight(w, m): x [N, I, H, W] -> [N, O, H, W].
+def conv3x3(
+    x: torch.Tensor, u: torch.Tensor, m: int = TILE, in_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """F.conv2d(x * in_scale[:, :, None, None], w, padding=1) for u = transform_weight(w, m):
+    x [N, I, H, W], in_scale [N, I] or None -> [N, O, H, W].
 
-    The result is channels-last in memory (the GEMMs produce output channels innermost).
+    The input scale (a modulated conv's styles) is applied while x is copied into the padded,
+    channels-innermost buffer that the tiles are read from, so it costs no pass of its own. The result
+    is channels-last in memory (the GEMMs produce output channels innermost).
     """
     n, c, h, wd = (int(s) for s in x.shape)
     a = m + 2
@@ -126,8 +130,17 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, m: int = TILE) -> torch.Tensor:
     aa, _, bb = _kron_matrices(m, x.device)
     th, tw = -(-h // m), -(-wd // m)  # tiles per column and row; the last ones may overhang
     # Zero border of 1 ('same' padding) plus the overhang, channels innermost so that gathering a tile
-    # reads whole channel vectors.
-    xp = F.pad(x.permute(0, 2, 3, 1), [0, 0, 1, tw * m + 1 - wd, 1, th * m + 1 - h])  # [N, Hp, Wp, I]
+    # reads whole channel vectors; only the border is zeroed, the inside is written once.
+    xp = x.new_empty([n, th * m + 2, tw * m + 2, c])  # [N, Hp, Wp, I]
+    for border in (xp[:, :1], xp[:, h + 1 :], xp[:, :, :1], xp[:, :, wd + 1 :]):
+        border.zero_()
+    inside, src = xp[:, 1 : h + 1, 1 : wd + 1], x.permute(0, 2, 3, 1)
+    if in_scale is None:
+        inside.copy_(src)
+    else:
+        if in_scale.shape != (n, c):
+            raise ValueError(f"in_scale {list(in_scale.shape)} does not fit x {list(x.shape)}")
+        torch.mul(src, in_scale.to(x.dtype).reshape(n, 1, 1, c), out=inside)
     out = x.new_empty([n, th, m, tw, m, o])
     rows = max(1, min(th, CHUNK_BYTES // (a * a * n * tw * max(c, o) * 4)))
     for r0 in range(0, th, rows):

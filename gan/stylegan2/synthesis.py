@@ -138,6 +138,13 @@ class SynthesisLayer(nn.Module):
             x_gain, act_gain = act_gain, 1.0
         else:
             x_gain = 1.0
+        if (
+            offset.shape[-1] > 1
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            # Match x's layout (the Winograd route's output): a broadcast across layouts ran 2.7x slower.
+            offset = offset.reshape(-1, *x.shape[1:]).contiguous(memory_format=torch.channels_last)
         if scale is None:
             y = torch.add(offset, x, alpha=x_gain)
         else:
