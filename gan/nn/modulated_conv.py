@@ -64,9 +64,14 @@ def shared_weight_modconv(
     _check_shapes(x, weight, styles)
     d = demodulation_coefficients_from_styles(weight, styles) if demodulate else None
     pad = parse_padding(padding)
-    same = up == down == 1 and flip_weight and len(set(pad)) == 1
-    if same and winograd.eligible(x, weight, 1, (pad[0], pad[0])):  # styles ride along its input copy
-        return winograd.conv3x3(x, winograd.cached_transform(weight), in_scale=styles), d
+    # The Winograd routes (CPU inference); the styles ride along their input copy.
+    if down == 1 and winograd.eligible(x, weight, 1, (pad[0], pad[0])):
+        if up == 1 and flip_weight and len(set(pad)) == 1:
+            return winograd.conv3x3(x, winograd.cached_transform(weight), in_scale=styles), d
+        if up == 2 and not flip_weight and winograd.fits_up2(weight, resample_filter, pad):
+            assert resample_filter is not None
+            u = winograd.cached_up2_transform(weight, resample_filter)
+            return winograd.up2_conv3x3(x, u, in_scale=styles), d
     x = x * styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
     x = conv2d_resample(
         x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 TILE = 4  # m: output pixels per tile side; F(4x4, 3x3) does 36 multiplications where direct needs 144
 
@@ -77,21 +79,70 @@ def transform_weight(w: torch.Tensor, m: int = TILE) -> torch.Tensor:
     return (gg @ w.float().permute(2, 3, 1, 0).reshape(9, i * o)).view(-1, i, o)
 
 
-# Transformed weights of constant (inference) filters, computed once per filter tensor. Keyed by id with
-# a weak reference that drops the entry when the filter dies; the version counter and data pointer tell
-# an in-place update (load_state_dict, an EMA step) or a swapped `.data` apart from the same weights.
-_transformed: dict[int, tuple[weakref.ref[torch.Tensor], int, int, torch.Tensor]] = {}
+def up2_phase_weight(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The 2x-upsampling layer as four 3x3 correlations at the input resolution, one per output phase.
+
+    The layer (`conv2d_resample` with up=2, padding 1, a true 3x3 convolution `w` [O, I, 3, 3] and a
+    4-tap FIR `f`, 1-D or 2-D) is zero insertion, then convolution with K = 4 f * w, a 6x6 kernel.
+    Output pixel 2i + p only meets every other tap of K, K[p + 4], K[p + 2], K[p] against input pixels
+    i - 1, i, i + 1 (the alignment 'same' padding gives), so each of the four phases (p_y, p_x) is an
+    ordinary 3x3 correlation of x with padding 1. -> [4 O, I, 3, 3], phase-major ((p_y, p_x), O).
+    """
+    o, i = int(w.shape[0]), int(w.shape[1])
+    f2 = torch.outer(f, f) if f.ndim == 1 else f
+    fir = (4 * f2.to(w.dtype)).flip([0, 1])[None, None]  # gain up^2; flipped: F.conv2d correlates
+    k = F.conv2d(F.pad(w.reshape(o * i, 1, 3, 3), [3, 3, 3, 3]), fir).view(o, i, 6, 6)  # K = f * w, full
+    taps = [[p + 4, p + 2, p] for p in (0, 1)]
+    return torch.cat([k[:, :, taps[py]][:, :, :, taps[px]] for py in (0, 1) for px in (0, 1)])
+
+
+def fits_up2(w: torch.Tensor, f: torch.Tensor | None, padding: tuple[int, int, int, int]) -> bool:
+    """Whether `up2_phase_weight` describes this up=2 layer: 3x3 kernel, 4-tap filter, padding 1."""
+    return (
+        tuple(w.shape[2:]) == (3, 3)
+        and f is not None
+        and tuple(f.shape) in ((4,), (4, 4))
+        and padding == (1, 1, 1, 1)
+    )
+
+
+# Transformed weights of constant (inference) filters, computed once per filter tensor and use. Keyed by
+# id with a weak reference that drops the entry when the filter dies; the version counter and data
+# pointer tell an in-place update (load_state_dict, an EMA step) or a swapped `.data` apart.
+_Key = tuple[int, str]
+_transformed: dict[_Key, tuple[weakref.ref[torch.Tensor], int, int, torch.Tensor]] = {}
+
+
+def _remembered(w: torch.Tensor, use: str, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    key = (id(w), use)
+    hit = _transformed.get(key)
+    if hit is not None and hit[0]() is w and hit[1:3] == (w._version, w.data_ptr()):
+        return hit[3]
+    u = build()
+    _transformed[key] = (weakref.ref(w, lambda _: _transformed.pop(key, None)), w._version, w.data_ptr(), u)
+    return u
 
 
 def cached_transform(w: torch.Tensor) -> torch.Tensor:
     """`transform_weight(w)`, remembered for as long as `w` lives with the same contents."""
-    key = id(w)
-    hit = _transformed.get(key)
-    if hit is not None and hit[0]() is w and hit[1:3] == (w._version, w.data_ptr()):
-        return hit[3]
-    u = transform_weight(w)
-    _transformed[key] = (weakref.ref(w, lambda _: _transformed.pop(key, None)), w._version, w.data_ptr(), u)
-    return u
+    return _remembered(w, "same", lambda: transform_weight(w))
+
+
+def cached_up2_transform(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """`transform_weight(up2_phase_weight(w, f))`, remembered like `cached_transform` (`f` is a buffer
+    that never changes). 16x the weight's size: four phases, 36 / 9 transformed taps each."""
+    return _remembered(w, "up2", lambda: transform_weight(up2_phase_weight(w, f)))
+
+
+def up2_conv3x3(x: torch.Tensor, u: torch.Tensor, in_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The up=2 layer from its phases: x [N, I, H, W], u = cached_up2_transform(w, f) -> [N, O, 2H, 2W]
+    (channels-last), the same as conv2d_resample(x * in_scale, w, f, up=2, padding=1, flip_weight=False)."""
+    y = conv3x3(x, u, in_scale=in_scale)  # [N, (p_y, p_x, O), H, W]
+    n, c4, h, w = (int(s) for s in y.shape)
+    o = c4 // 4
+    phases = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, o)  # [N, H, W, p_y, p_x, O]
+    out = phases.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)  # interleave: row 2i + p_y
+    return out.permute(0, 3, 1, 2)
 
 
 def eligible(x: torch.Tensor, w: torch.Tensor, groups: int, padding: tuple[int, int]) -> bool:
@@ -142,7 +193,9 @@ def conv3x3(
             raise ValueError(f"in_scale {list(in_scale.shape)} does not fit x {list(x.shape)}")
         torch.mul(src, in_scale.to(x.dtype).reshape(n, 1, 1, c), out=inside)
     out = x.new_empty([n, th, m, tw, m, o])
-    rows = max(1, min(th, CHUNK_BYTES // (a * a * n * tw * max(c, o) * 4)))
+    # Every chunk streams all of u through the GEMMs, so a chunk is never smaller than u itself.
+    budget = max(CHUNK_BYTES, u.numel() * u.element_size())
+    rows = max(1, min(th, budget // (a * a * n * tw * max(c, o) * 4)))
     for r0 in range(0, th, rows):
         r1 = min(th, r0 + rows)
         tiles = xp[:, r0 * m : r1 * m + 2].unfold(1, a, m).unfold(2, a, m)  # [N, rows, tw, I, a, a]

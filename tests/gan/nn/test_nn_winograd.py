@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from gan.nn import winograd
-from gan.nn.conv2d_resample import conv2d_resample
+from gan.nn.conv2d_resample import conv2d_resample, conv2d_resample_ref
+from gan.nn.filters import setup_filter
+from gan.nn.modulated_conv import shared_weight_modconv
 
 
 @pytest.mark.parametrize("m", [2, 4, 6])
@@ -99,3 +101,45 @@ def test_conv2d_resample_takes_the_winograd_route_and_agrees_with_the_reference(
     y = conv2d_resample(x, w, padding=1)
     assert calls == [1]
     torch.testing.assert_close(y, F.conv2d(x, w, padding=1), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("separable", [False, True], ids=["2-D filter", "1-D filter"])
+def test_upsampling_layer_as_four_phase_convolutions_matches_the_reference(separable):
+    # StyleGAN2's conv0: true 3x3 convolution, 2x upsampling through the [1, 3, 3, 1] FIR, padding 1.
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 6, 5, 7), torch.randn(4, 6, 3, 3) / 54**0.5
+    f = setup_filter([1, 3, 3, 1])
+    expected = conv2d_resample_ref(x.double(), w.double(), f, up=2, padding=1, flip_weight=False)
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8 if separable else f
+    assert winograd.fits_up2(w, taps, (1, 1, 1, 1))
+    phases = winograd.up2_phase_weight(w, taps)
+    assert phases.shape == (16, 6, 3, 3)
+    scale = torch.rand(2, 6) + 0.5
+    y = winograd.up2_conv3x3(x, winograd.transform_weight(phases), in_scale=scale)
+    expected_scaled = conv2d_resample_ref(
+        (x * scale[:, :, None, None]).double(), w.double(), f, up=2, padding=1, flip_weight=False
+    )
+    assert y.shape == expected.shape == (2, 4, 10, 14)
+    torch.testing.assert_close(y.double(), expected_scaled, atol=2e-5, rtol=0)
+
+
+def test_up2_route_only_fits_its_geometry():
+    w, f = torch.randn(4, 4, 3, 3), setup_filter([1, 3, 3, 1])
+    assert not winograd.fits_up2(w, None, (1, 1, 1, 1))
+    assert not winograd.fits_up2(w, f, (0, 0, 0, 0))
+    assert not winograd.fits_up2(torch.randn(4, 4, 1, 1), f, (1, 1, 1, 1))
+    assert not winograd.fits_up2(w, setup_filter([1, 2, 1]), (1, 1, 1, 1))
+
+
+def test_shared_weight_modconv_takes_the_up2_route_on_the_cpu(monkeypatch):
+    torch.manual_seed(0)
+    c = winograd.MIN_CHANNELS
+    x, w, s = torch.randn(1, c, 16, 16), torch.randn(c, c, 3, 3) / (9 * c) ** 0.5, torch.randn(1, c)
+    f = setup_filter([1, 3, 3, 1])
+    calls = []
+    original = winograd.up2_conv3x3
+    monkeypatch.setattr(winograd, "up2_conv3x3", lambda *a, **k: calls.append(1) or original(*a, **k))
+    y, d = shared_weight_modconv(x, w, s, up=2, resample_filter=f, padding=1, flip_weight=False)
+    assert calls == [1] and d is not None
+    expected = conv2d_resample_ref(x * s[:, :, None, None], w, f, up=2, padding=1, flip_weight=False)
+    torch.testing.assert_close(y, expected, atol=1e-4, rtol=0)
