@@ -68,7 +68,7 @@ def shared_weight_modconv(
     if down == 1 and winograd.eligible(x, weight, 1, (pad[0], pad[0])):
         if up == 1 and flip_weight and len(set(pad)) == 1:
             return winograd.conv3x3(x, winograd.cached_transform(weight), in_scale=styles), d
-        if up == 2 and not flip_weight and winograd.fits_up2(weight, resample_filter, pad):
+        if up == 2 and not flip_weight and winograd.fits_up2(x, weight, resample_filter, pad):
             assert resample_filter is not None
             u = winograd.cached_up2_transform(weight, resample_filter)
             return winograd.up2_conv3x3(x, u, in_scale=styles), d

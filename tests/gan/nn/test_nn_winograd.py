@@ -111,7 +111,7 @@ def test_upsampling_layer_as_four_phase_convolutions_matches_the_reference(separ
     f = setup_filter([1, 3, 3, 1])
     expected = conv2d_resample_ref(x.double(), w.double(), f, up=2, padding=1, flip_weight=False)
     taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8 if separable else f
-    assert winograd.fits_up2(w, taps, (1, 1, 1, 1))
+    assert winograd.fits_up2(torch.zeros(1, 1, 64, 64), w, taps, (1, 1, 1, 1))
     phases = winograd.up2_phase_weight(w, taps)
     assert phases.shape == (16, 6, 3, 3)
     scale = torch.rand(2, 6) + 0.5
@@ -124,17 +124,19 @@ def test_upsampling_layer_as_four_phase_convolutions_matches_the_reference(separ
 
 
 def test_up2_route_only_fits_its_geometry():
-    w, f = torch.randn(4, 4, 3, 3), setup_filter([1, 3, 3, 1])
-    assert not winograd.fits_up2(w, None, (1, 1, 1, 1))
-    assert not winograd.fits_up2(w, f, (0, 0, 0, 0))
-    assert not winograd.fits_up2(torch.randn(4, 4, 1, 1), f, (1, 1, 1, 1))
-    assert not winograd.fits_up2(w, setup_filter([1, 2, 1]), (1, 1, 1, 1))
+    x, w, f = torch.zeros(1, 4, 64, 64), torch.randn(4, 4, 3, 3), setup_filter([1, 3, 3, 1])
+    assert winograd.fits_up2(x, w, f, (1, 1, 1, 1))
+    assert not winograd.fits_up2(x[:, :, :32], w, f, (1, 1, 1, 1))  # too small to pay
+    assert not winograd.fits_up2(x, w, None, (1, 1, 1, 1))
+    assert not winograd.fits_up2(x, w, f, (0, 0, 0, 0))
+    assert not winograd.fits_up2(x, torch.randn(4, 4, 1, 1), f, (1, 1, 1, 1))
+    assert not winograd.fits_up2(x, w, setup_filter([1, 2, 1]), (1, 1, 1, 1))
 
 
 def test_shared_weight_modconv_takes_the_up2_route_on_the_cpu(monkeypatch):
     torch.manual_seed(0)
     c = winograd.MIN_CHANNELS
-    x, w, s = torch.randn(1, c, 16, 16), torch.randn(c, c, 3, 3) / (9 * c) ** 0.5, torch.randn(1, c)
+    x, w, s = torch.randn(1, c, 64, 64), torch.randn(c, c, 3, 3) / (9 * c) ** 0.5, torch.randn(1, c)
     f = setup_filter([1, 3, 3, 1])
     calls = []
     original = winograd.up2_conv3x3
