@@ -5,7 +5,7 @@ demodulation divides each output channel by its L2 norm, w''_ijk = w'_ijk / sqrt
 (eq. 3), which replaces AdaIN's instance normalization without its droplet artifacts.
 
 Two routes compute the same thing: `fused=True` builds per-sample weights and runs one grouped conv
-(fastest for inference on CUDA); `fused=False` scales activations before and after a shared conv, which
+(the official inference route, kept on CUDA); `fused=False` scales activations before and after a shared conv, which
 trains faster because the weight gradient stays shared, and on the CPU also infers faster: the shared
 weight is constant, so the convolution can reuse work done on it once (`gan.nn.winograd`).
 """

@@ -14,7 +14,9 @@ the identity the algorithm must satisfy; `winograd_matrices` derives them rather
 
 Numerics: F(4, 3) rounds a little more than a direct convolution (in float32 we measured max abs error
 ~5e-5 against float64 on unit-variance 512-channel layers, direct ~2e-5), far inside the 1e-3 image
-tolerance; it is used for float32 on the CPU only, where oneDNN has no Winograd of its own for AVX2.
+tolerance. It is used for float32 on the CPU only: there PyTorch's oneDNN convolutions run the direct
+algorithm, already at about the FMA peak of one core (measured 81-88 GFLOP/s on a 2-core AMD EPYC with
+AVX2), so doing fewer multiplications is what is left. On CUDA the cuDNN routes are kept.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 TILE = 4  # m: output pixels per tile side; F(4x4, 3x3) does 36 multiplications where direct needs 144
 
 # Below this many output pixels per image, or channels on either side, the transforms cost more than
-# the multiplications they save (measured on a 2-core AVX2 Xeon: for 512 channels 8 x 8 was slower and
+# the multiplications they save (measured on a 2-core AVX2 AMD EPYC: for 512 channels 8 x 8 was slower and
 # 16 x 16 faster; 128 channels at 256 x 256 about even).
 MIN_PIXELS = 16 * 16
 MIN_CHANNELS = 128
