@@ -126,6 +126,8 @@ _transformed: dict[_Key, tuple[weakref.ref[torch.Tensor], int, int, torch.Tensor
 
 
 def _remembered(w: torch.Tensor, use: str, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    if w.is_inference():  # made under torch.inference_mode: no version counter, and a temporary anyway
+        return build()
     key = (id(w), use)
     hit = _transformed.get(key)
     if hit is not None and hit[0]() is w and hit[1:3] == (w._version, w.data_ptr()):

@@ -145,3 +145,12 @@ def test_shared_weight_modconv_takes_the_up2_route_on_the_cpu(monkeypatch):
     assert calls == [1] and d is not None
     expected = conv2d_resample_ref(x * s[:, :, None, None], w, f, up=2, padding=1, flip_weight=False)
     torch.testing.assert_close(y, expected, atol=1e-4, rtol=0)
+
+
+def test_weights_made_under_inference_mode_are_transformed_without_the_cache():
+    # Such tensors have no version counter; the equalized layers make their scaled weights per call.
+    with torch.inference_mode():
+        w = torch.randn(4, 4, 3, 3)
+        u = winograd.cached_transform(w)
+        assert (id(w), "same") not in winograd._transformed
+    torch.testing.assert_close(u, winograd.transform_weight(w))
