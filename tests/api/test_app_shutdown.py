@@ -19,7 +19,6 @@ def test_the_app_closes_its_inference_client_at_shutdown(tmp_path: Path, redis_u
     app = create_app(settings)
     with TestClient(app):
         listener = inference_client(app).listener()
-        running_while_serving = listener.running
-    assert running_while_serving
+        assert listener.running
     assert not listener.running
     assert not listener._thread.is_alive()
