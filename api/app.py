@@ -42,11 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        # The inference client (made on the first sampling request) holds a result subscription and
-        # its listener thread.
-        client = getattr(app.state, "inference_client", None)
-        if client is not None:
-            client.close()
         engine.dispose()
 
     app = FastAPI(
