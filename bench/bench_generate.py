@@ -32,6 +32,7 @@ from gan.config import (
     StyleGAN3SynthesisConfig,
 )
 from gan.generator import build_generator
+from gan.host_memory import keep_freed_memory
 
 # Max abs difference in [-1, 1] image units allowed before timing. fp32: the two codes differ only in
 # summation order (we measured 0 for StyleGAN2 and ~5e-7 for StyleGAN3 on CPU). fp16 keeps ~3 decimal
@@ -196,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, help="calls per side per round (default: 20 on CUDA, 1 on CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc malloc as `stylegan` and the worker set it (gan.host_memory), for both sides",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
+    if args.keep_freed_memory and not keep_freed_memory():
+        p.error("--keep-freed-memory: this platform's malloc cannot be set (glibc on Linux only)")
 
     device = parse_device(args.device)
     if args.threads:
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         else (Row(args.arch, args.res, args.batch, args.fp16),)
     )
     env = environment(device)
+    env["keep_freed_memory"] = args.keep_freed_memory
     print(json.dumps({"environment": env, "official": code.describe()}, indent=1), file=sys.stderr)
     results = []
     for row in rows:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from gan.errors import GanError
+from gan.host_memory import keep_freed_memory
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -45,6 +46,7 @@ def build_parser(
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse and dispatch; a `GanError` (or a missing file) is one line on stderr and exit code 2."""
+    keep_freed_memory()  # before any command starts threads (see gan.host_memory)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

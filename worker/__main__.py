@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gan.host_memory import keep_freed_memory
 from worker.runner import WorkerSetupError, run_worker
 from worker.settings import get_settings
 from worker.supervisor import exit_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # before Celery starts its threads (see gan.host_memory)
     parser = argparse.ArgumentParser(prog="python -m worker", description="Run a StyleGAN service worker.")
     parser.add_argument("--queues", default="inference,training", help="comma-separated: inference,training")
     parser.add_argument(
